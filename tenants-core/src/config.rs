@@ -1,0 +1,167 @@
+//! The names of every database object the library relies on, in one value that the
+//! runtime, the policy renderer, `verify` and the CLI all read.
+
+use std::fmt;
+
+/// PostgreSQL's identifier length limit (`NAMEDATALEN - 1`): a longer name would be
+/// silently truncated by the server and then never match what the runtime sends.
+pub const MAX_NAME_BYTES: usize = 63;
+
+/// A configuration name that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// The name is empty.
+    #[error("{what} must not be empty")]
+    Empty {
+        /// Which name was wrong.
+        what: &'static str,
+    },
+    /// The name contains a NUL byte, which PostgreSQL cannot store.
+    #[error("{what} {name:?} contains a NUL byte")]
+    ContainsNul {
+        /// Which name was wrong.
+        what: &'static str,
+        /// The rejected name.
+        name: String,
+    },
+    /// The name is longer than PostgreSQL keeps.
+    #[error("{what} {name:?} is longer than {MAX_NAME_BYTES} bytes; PostgreSQL would truncate it")]
+    TooLong {
+        /// Which name was wrong.
+        what: &'static str,
+        /// The rejected name.
+        name: String,
+    },
+    /// A custom setting name needs a prefix: PostgreSQL only accepts `prefix.name`.
+    #[error(
+        "setting {name:?} is not a custom setting name; use the form `prefix.name` with letters, digits and `_`, e.g. `tenants.current_tenant`"
+    )]
+    InvalidSetting {
+        /// The rejected name.
+        name: String,
+    },
+}
+
+/// Names of the roles, setting and policies; see DESIGN.md's database contract.
+///
+/// ```
+/// let config = tenants_core::Config::default()
+///     .with_tenant_role("app_tenant")?
+///     .with_setting("app.tenant")?;
+/// assert_eq!(config.tenant_role(), "app_tenant");
+/// # Ok::<(), tenants_core::ConfigError>(())
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct Config {
+    tenant_role: String,
+    admin_role: String,
+    setting: String,
+    isolation_policy: String,
+    admin_policy: String,
+    force_rls: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            tenant_role: "tenants_user".into(),
+            admin_role: "tenants_admin".into(),
+            setting: "tenants.current_tenant".into(),
+            isolation_policy: "tenants_isolation".into(),
+            admin_policy: "tenants_admin".into(),
+            force_rls: true,
+        }
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("tenant_role", &self.tenant_role)
+            .field("admin_role", &self.admin_role)
+            .field("setting", &self.setting)
+            .field("isolation_policy", &self.isolation_policy)
+            .field("admin_policy", &self.admin_policy)
+            .field("force_rls", &self.force_rls)
+            .finish()
+    }
+}
+
+fn checked_name(what: &'static str, name: impl Into<String>) -> Result<String, ConfigError> {
+    let name = name.into();
+    if name.is_empty() {
+        Err(ConfigError::Empty { what })
+    } else if name.contains('\0') {
+        Err(ConfigError::ContainsNul { what, name })
+    } else if name.len() > MAX_NAME_BYTES {
+        Err(ConfigError::TooLong { what, name })
+    } else {
+        Ok(name)
+    }
+}
+
+impl Config {
+    /// The role every tenant transaction runs as (`SET LOCAL ROLE`). Default `tenants_user`.
+    pub fn tenant_role(&self) -> &str {
+        &self.tenant_role
+    }
+    /// The role every admin transaction runs as; it sees all tenants. Default `tenants_admin`.
+    pub fn admin_role(&self) -> &str {
+        &self.admin_role
+    }
+    /// The transaction-local setting holding the current tenant. Default `tenants.current_tenant`.
+    pub fn setting(&self) -> &str {
+        &self.setting
+    }
+    /// Name of the per-table isolation policy. Default `tenants_isolation`.
+    pub fn isolation_policy(&self) -> &str {
+        &self.isolation_policy
+    }
+    /// Name of the per-table admin policy. Default `tenants_admin`.
+    pub fn admin_policy(&self) -> &str {
+        &self.admin_policy
+    }
+    /// Whether marked tables get `FORCE ROW LEVEL SECURITY` (default `true`): with it, the
+    /// table owner is subject to the policies too.
+    pub fn force_rls(&self) -> bool {
+        self.force_rls
+    }
+
+    /// Sets the tenant role.
+    pub fn with_tenant_role(mut self, name: impl Into<String>) -> Result<Self, ConfigError> {
+        self.tenant_role = checked_name("tenant role", name)?;
+        Ok(self)
+    }
+    /// Sets the admin role.
+    pub fn with_admin_role(mut self, name: impl Into<String>) -> Result<Self, ConfigError> {
+        self.admin_role = checked_name("admin role", name)?;
+        Ok(self)
+    }
+    /// Sets the isolation policy's name.
+    pub fn with_isolation_policy(mut self, name: impl Into<String>) -> Result<Self, ConfigError> {
+        self.isolation_policy = checked_name("isolation policy", name)?;
+        Ok(self)
+    }
+    /// Sets the admin policy's name.
+    pub fn with_admin_policy(mut self, name: impl Into<String>) -> Result<Self, ConfigError> {
+        self.admin_policy = checked_name("admin policy", name)?;
+        Ok(self)
+    }
+    /// Sets the tenant setting; it must be a custom setting name, `prefix.name`.
+    pub fn with_setting(mut self, name: impl Into<String>) -> Result<Self, ConfigError> {
+        let name = checked_name("setting", name)?;
+        let valid_part = |part: &str| {
+            !part.is_empty() && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        };
+        if !name.contains('.') || !name.split('.').all(valid_part) {
+            return Err(ConfigError::InvalidSetting { name });
+        }
+        self.setting = name;
+        Ok(self)
+    }
+    /// Turns `FORCE ROW LEVEL SECURITY` on or off for every marked table.
+    pub fn with_force_rls(mut self, force: bool) -> Self {
+        self.force_rls = force;
+        self
+    }
+}

@@ -1,0 +1,37 @@
+//! PostgreSQL Row-Level Security multi-tenancy for Diesel, sync and async.
+//!
+//! Mark tables with [`with_rls`], put them under the SQL contract with the migration the
+//! [`policy`] module renders (or the `tenants` CLI writes), then run queries inside tenant
+//! transactions: a query that forgets `WHERE tenant = ...` still cannot read or write
+//! another tenant's rows, because PostgreSQL refuses it.
+//!
+//! - async: [`TenantPool`] hands out [`TenantConnection`]s inside a tenant or admin
+//!   transaction; [`AsyncTenantTransactionExt`] adds `tenant_transaction` to
+//!   `AsyncPgConnection`;
+//! - sync: [`TenantTransactionExt`] adds `tenant_transaction` to `diesel::PgConnection`;
+//! - [`registry::tables`] lists every marked table linked into the binary;
+//! - [`TenantPool::verify`] compares the live database with them.
+
+pub mod catalog;
+mod config;
+mod error;
+pub mod policy;
+mod pool;
+pub mod registry;
+mod scope;
+mod sync;
+mod tenant;
+pub mod verify;
+
+#[doc(hidden)]
+#[path = "private.rs"]
+pub mod __private;
+
+pub use config::{Config, ConfigError, MAX_NAME_BYTES};
+pub use error::Error;
+pub use pool::{AsyncTenantTransactionExt, ScopedFn, TenantConnection, TenantPool};
+pub use scope::Scope;
+pub use sync::TenantTransactionExt;
+pub use tenant::{InvalidTenantId, MAX_TENANT_ID_BYTES, Tenant, TenantId};
+pub use tenants_derive::with_rls;
+pub use verify::{Finding, Severity, VerifyReport};

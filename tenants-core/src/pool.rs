@@ -1,0 +1,412 @@
+//! Async tenant-scoped transactions over a bb8 pool of `AsyncPgConnection`s.
+
+use std::future::Future;
+use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
+
+use diesel::result::Error as DieselError;
+use diesel_async::pooled_connection::bb8::{Pool, PooledConnection};
+use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod};
+use diesel_async::{AnsiTransactionManager, AsyncPgConnection, RunQueryDsl, TransactionManager};
+
+use crate::config::Config;
+use crate::error::Error;
+use crate::scope::Scope;
+use crate::tenant::{Tenant, TenantId, quote_literal};
+use crate::verify::VerifyReport;
+
+/// An async closure taking a connection, whose future can be named to require `Send`.
+///
+/// Implemented for every `async |conn| { .. }` closure; it exists because `AsyncFnOnce`
+/// alone cannot say "the returned future is `Send`", which axum handlers need.
+pub trait ScopedFn<T, R>: AsyncFnOnce(T) -> R + FnOnce(T) -> <Self as ScopedFn<T, R>>::Fut {
+    /// The future the closure returns.
+    type Fut: Future<Output = R>;
+}
+
+impl<F, T, Fut, R> ScopedFn<T, R> for F
+where
+    F: AsyncFnOnce(T) -> R + FnOnce(T) -> Fut,
+    Fut: Future<Output = R>,
+{
+    type Fut = Fut;
+}
+
+/// A bb8 pool whose connections are handed out inside tenant or admin transactions.
+///
+/// ```no_run
+/// use diesel_async::RunQueryDsl;
+/// use tenants_core::TenantPool;
+///
+/// # async fn run() -> Result<(), tenants_core::Error> {
+/// let pool = TenantPool::connect("postgres://app@localhost/app").await?;
+/// let mut conn = pool.tenant("acme").await?;
+/// diesel::sql_query("DELETE FROM todo_item").execute(&mut conn).await?; // acme's rows only
+/// conn.commit().await?;
+///
+/// let count = pool
+///     .transaction("acme", async |conn| {
+///         diesel::sql_query("SELECT 1").execute(conn).await.map_err(tenants_core::Error::from)
+///     })
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct TenantPool {
+    pool: Pool<AsyncPgConnection>,
+    config: Arc<Config>,
+}
+
+impl std::fmt::Debug for TenantPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TenantPool")
+            .field("state", &self.pool.state())
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl TenantPool {
+    /// A pool of default size (bb8's 10) for `database_url`, with the default [`Config`].
+    pub async fn connect(database_url: &str) -> Result<Self, Error> {
+        Self::connect_with(database_url, Config::default(), bb8::Pool::builder()).await
+    }
+
+    /// A pool built by `builder` for `database_url`, using `config`'s names and the recycle
+    /// check of [`TenantPool::manager_config`]. Fails when no first connection can be made.
+    pub async fn connect_with(
+        database_url: &str,
+        config: Config,
+        builder: bb8::Builder<AsyncDieselConnectionManager<AsyncPgConnection>>,
+    ) -> Result<Self, Error> {
+        let manager = AsyncDieselConnectionManager::new_with_config(
+            database_url,
+            Self::manager_config(&config),
+        );
+        let pool = builder
+            .build(manager)
+            .await
+            .map_err(|e| Error::Pool(bb8::RunError::User(e)))?;
+        Ok(Self::new(pool, config))
+    }
+
+    /// Wraps an existing pool. Build its manager with [`TenantPool::manager_config`] so that
+    /// every checkout verifies the connection is clean.
+    pub fn new(pool: Pool<AsyncPgConnection>, config: Config) -> Self {
+        Self {
+            pool,
+            config: Arc::new(config),
+        }
+    }
+
+    /// A manager configuration whose recycle check refuses, before reuse, a connection whose
+    /// current role is not its login role or whose tenant setting is not empty: such a
+    /// connection is closed and replaced instead of being handed to the next caller. The
+    /// check replaces diesel-async's default `SELECT 1`, so it costs no extra round trip.
+    pub fn manager_config(config: &Config) -> ManagerConfig<AsyncPgConnection> {
+        let check = clean_check_sql(config);
+        let mut manager_config = ManagerConfig::default();
+        manager_config.recycling_method = RecyclingMethod::CustomFunction(Box::new(move |conn| {
+            let check = check.clone();
+            Box::pin(async move {
+                let clean: bool = diesel::select(diesel::dsl::sql::<diesel::sql_types::Bool>(&check))
+                    .get_result(conn)
+                    .await?;
+                if clean {
+                    Ok(())
+                } else {
+                    tracing::warn!("discarding a pooled connection left with a switched role or a set tenant");
+                    Err(DieselError::QueryBuilderError(
+                        "pooled connection is not clean: role switched or tenant set".into(),
+                    ))
+                }
+            })
+        }));
+        manager_config
+    }
+
+    /// The names in use.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The underlying bb8 pool.
+    pub fn pool(&self) -> &Pool<AsyncPgConnection> {
+        &self.pool
+    }
+
+    /// Checks out a connection and begins a transaction as `tenant`, in one round trip.
+    ///
+    /// An invalid id is an [`Error::InvalidTenantId`] before any checkout.
+    pub async fn tenant(&self, tenant: impl TenantId) -> Result<TenantConnection, Error> {
+        let tenant = Tenant::new(tenant)?;
+        self.begin(Scope::Tenant(tenant)).await
+    }
+
+    /// Checks out a connection and begins an admin transaction: every tenant's rows.
+    pub async fn admin(&self) -> Result<TenantConnection, Error> {
+        self.begin(Scope::Admin).await
+    }
+
+    async fn begin(&self, scope: Scope) -> Result<TenantConnection, Error> {
+        let mut conn = self.pool.get_owned().await?;
+        AnsiTransactionManager::begin_transaction_sql(&mut *conn, &scope.begin_sql(&self.config))
+            .await?;
+        Ok(TenantConnection {
+            conn: Some(conn),
+            scope,
+        })
+    }
+
+    /// Runs `f` in a transaction as `tenant`: commits when it returns `Ok`, rolls back when
+    /// it returns `Err` (or panics, or the future is dropped).
+    pub fn transaction<'a, R, E, F>(
+        &'a self,
+        tenant: impl TenantId,
+        f: F,
+    ) -> impl Future<Output = Result<R, E>> + Send + 'a
+    where
+        for<'r> F: AsyncFnOnce(&'r mut AsyncPgConnection) -> Result<R, E>
+            + ScopedFn<&'r mut AsyncPgConnection, Result<R, E>, Fut: Send>
+            + Send
+            + 'a,
+        E: From<Error> + Send + 'a,
+        R: Send + 'a,
+    {
+        let scope = Tenant::new(tenant).map(Scope::Tenant);
+        async move {
+            let scope = scope.map_err(Error::from)?;
+            self.run(scope, f).await
+        }
+    }
+
+    /// Runs `f` in an admin transaction, like [`TenantPool::transaction`].
+    pub fn admin_transaction<'a, R, E, F>(
+        &'a self,
+        f: F,
+    ) -> impl Future<Output = Result<R, E>> + Send + 'a
+    where
+        for<'r> F: AsyncFnOnce(&'r mut AsyncPgConnection) -> Result<R, E>
+            + ScopedFn<&'r mut AsyncPgConnection, Result<R, E>, Fut: Send>
+            + Send
+            + 'a,
+        E: From<Error> + Send + 'a,
+        R: Send + 'a,
+    {
+        self.run(Scope::Admin, f)
+    }
+
+    async fn run<R, E, F>(&self, scope: Scope, f: F) -> Result<R, E>
+    where
+        for<'r> F: AsyncFnOnce(&'r mut AsyncPgConnection) -> Result<R, E>
+            + ScopedFn<&'r mut AsyncPgConnection, Result<R, E>, Fut: Send>
+            + Send,
+        E: From<Error> + Send,
+        R: Send,
+    {
+        let mut conn = self.begin(scope).await?;
+        let result = f(&mut conn).await;
+        // `finish` ends the transaction; `conn` then has nothing left to roll back on drop.
+        let result = finish(&mut conn, result).await;
+        conn.conn.take();
+        result
+    }
+
+    /// Compares the live database with every `#[with_rls]` table linked into the binary;
+    /// see [`crate::verify`].
+    pub async fn verify(&self) -> Result<VerifyReport, Error> {
+        let mut conn = self.pool.get().await?;
+        crate::verify::verify_async(&mut conn, &self.config, &crate::registry::tables()).await
+    }
+}
+
+/// `SELECT` expression true when a connection is back to its login role with no tenant.
+fn clean_check_sql(config: &Config) -> String {
+    format!(
+        "current_user = session_user AND coalesce(current_setting({}, true), '') = ''",
+        quote_literal(config.setting())
+    )
+}
+
+/// Commits after `Ok`, rolls back after `Err`, exactly as diesel-async's `transaction`.
+async fn finish<R, E>(conn: &mut AsyncPgConnection, result: Result<R, E>) -> Result<R, E>
+where
+    E: From<Error>,
+{
+    match result {
+        Ok(value) => {
+            AnsiTransactionManager::commit_transaction(conn)
+                .await
+                .map_err(Error::from)?;
+            Ok(value)
+        }
+        Err(user_error) => match AnsiTransactionManager::rollback_transaction(conn).await {
+            Ok(()) | Err(DieselError::BrokenTransactionManager) => Err(user_error),
+            Err(rollback_error) => Err(Error::from(rollback_error).into()),
+        },
+    }
+}
+
+/// A pooled connection inside an open tenant (or admin) transaction.
+///
+/// Use it wherever diesel-async wants a connection (`&mut conn`); nested `.transaction()`
+/// calls become savepoints. End it with [`commit`](TenantConnection::commit) or
+/// [`rollback`](TenantConnection::rollback). Dropped without either, it is rolled back on
+/// the Tokio runtime before it returns to the pool; outside a runtime it is closed instead.
+/// Either way no later checkout sees its role or tenant.
+pub struct TenantConnection {
+    /// `Some` until `commit`/`rollback` or drop takes it.
+    conn: Option<PooledConnection<'static, AsyncPgConnection>>,
+    scope: Scope,
+}
+
+impl std::fmt::Debug for TenantConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TenantConnection")
+            .field("scope", &self.scope)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TenantConnection {
+    /// The tenant this transaction runs as; `None` for an admin transaction.
+    pub fn tenant(&self) -> Option<&Tenant> {
+        self.scope.tenant()
+    }
+
+    /// The scope this transaction runs in.
+    pub fn scope(&self) -> &Scope {
+        &self.scope
+    }
+
+    /// Commits the transaction and returns the connection to the pool.
+    pub async fn commit(mut self) -> Result<(), Error> {
+        if let Some(mut conn) = self.conn.take() {
+            AnsiTransactionManager::commit_transaction(&mut *conn).await?;
+        }
+        Ok(())
+    }
+
+    /// Rolls the transaction back and returns the connection to the pool.
+    pub async fn rollback(mut self) -> Result<(), Error> {
+        if let Some(mut conn) = self.conn.take() {
+            AnsiTransactionManager::rollback_transaction(&mut *conn).await?;
+        }
+        Ok(())
+    }
+}
+
+impl Deref for TenantConnection {
+    type Target = AsyncPgConnection;
+
+    fn deref(&self) -> &AsyncPgConnection {
+        // `conn` is only taken by methods that consume `self` and by `Drop`.
+        self.conn.as_ref().expect("TenantConnection used after it ended")
+    }
+}
+
+impl DerefMut for TenantConnection {
+    fn deref_mut(&mut self) -> &mut AsyncPgConnection {
+        self.conn.as_mut().expect("TenantConnection used after it ended")
+    }
+}
+
+impl Drop for TenantConnection {
+    fn drop(&mut self) {
+        let Some(mut conn) = self.conn.take() else {
+            return;
+        };
+        // Returning the connection with its transaction open would make bb8 close it (the
+        // transaction manager reports it broken); rolling back first keeps it for reuse.
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    if let Err(error) = AnsiTransactionManager::rollback_transaction(&mut *conn).await {
+                        tracing::warn!(%error, "rollback of a dropped tenant transaction failed; the connection is discarded");
+                    }
+                });
+            }
+            Err(_) => drop(conn),
+        }
+    }
+}
+
+/// Tenant- and admin-scoped transactions on an [`AsyncPgConnection`] you manage yourself.
+pub trait AsyncTenantTransactionExt: Send {
+    /// Runs `f` in a transaction of `scope` with the names of `config`: commits on `Ok`,
+    /// rolls back on `Err`.
+    fn scoped_transaction<'a, R, E, F>(
+        &'a mut self,
+        config: &'a Config,
+        scope: Scope,
+        f: F,
+    ) -> impl Future<Output = Result<R, E>> + Send + 'a
+    where
+        for<'r> F: AsyncFnOnce(&'r mut AsyncPgConnection) -> Result<R, E>
+            + ScopedFn<&'r mut AsyncPgConnection, Result<R, E>, Fut: Send>
+            + Send
+            + 'a,
+        E: From<Error> + Send + 'a,
+        R: Send + 'a;
+
+    /// Runs `f` as tenant `tenant` with the default [`Config`].
+    fn tenant_transaction<'a, R, E, F>(
+        &'a mut self,
+        tenant: impl TenantId,
+        f: F,
+    ) -> impl Future<Output = Result<R, E>> + Send + 'a
+    where
+        for<'r> F: AsyncFnOnce(&'r mut AsyncPgConnection) -> Result<R, E>
+            + ScopedFn<&'r mut AsyncPgConnection, Result<R, E>, Fut: Send>
+            + Send
+            + 'a,
+        E: From<Error> + Send + 'a,
+        R: Send + 'a;
+}
+
+static DEFAULT_CONFIG: std::sync::LazyLock<Config> = std::sync::LazyLock::new(Config::default);
+
+impl AsyncTenantTransactionExt for AsyncPgConnection {
+    fn scoped_transaction<'a, R, E, F>(
+        &'a mut self,
+        config: &'a Config,
+        scope: Scope,
+        f: F,
+    ) -> impl Future<Output = Result<R, E>> + Send + 'a
+    where
+        for<'r> F: AsyncFnOnce(&'r mut AsyncPgConnection) -> Result<R, E>
+            + ScopedFn<&'r mut AsyncPgConnection, Result<R, E>, Fut: Send>
+            + Send
+            + 'a,
+        E: From<Error> + Send + 'a,
+        R: Send + 'a,
+    {
+        async move {
+            AnsiTransactionManager::begin_transaction_sql(self, &scope.begin_sql(config))
+                .await
+                .map_err(Error::from)?;
+            let result = f(&mut *self).await;
+            finish(self, result).await
+        }
+    }
+
+    fn tenant_transaction<'a, R, E, F>(
+        &'a mut self,
+        tenant: impl TenantId,
+        f: F,
+    ) -> impl Future<Output = Result<R, E>> + Send + 'a
+    where
+        for<'r> F: AsyncFnOnce(&'r mut AsyncPgConnection) -> Result<R, E>
+            + ScopedFn<&'r mut AsyncPgConnection, Result<R, E>, Fut: Send>
+            + Send
+            + 'a,
+        E: From<Error> + Send + 'a,
+        R: Send + 'a,
+    {
+        let scope = Tenant::new(tenant).map(Scope::Tenant);
+        async move {
+            let scope = scope.map_err(Error::from)?;
+            self.scoped_transaction(&DEFAULT_CONFIG, scope, f).await
+        }
+    }
+}

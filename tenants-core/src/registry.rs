@@ -1,0 +1,34 @@
+//! The link-time registry of every table marked `#[with_rls]`.
+//!
+//! Each `#[with_rls]` item submits one [`RlsTable`] through [`inventory`]; the entries of
+//! every crate linked into the binary are collected here. The link order is unspecified, so
+//! [`tables`] sorts by schema and table before anything is rendered from them.
+
+pub use tenants_syntax::TenantSqlType;
+
+/// One table whose rows are isolated per tenant by Row-Level Security.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RlsTable {
+    /// The PostgreSQL schema holding the table (`public` unless `table!` names one).
+    pub schema: &'static str,
+    /// The table's SQL name (`#[sql_name]` when given, else the `table!` name).
+    pub name: &'static str,
+    /// The SQL name of the column holding the tenant id.
+    pub tenant_column: &'static str,
+    /// The SQL type of the tenant column; the policy casts the setting to it.
+    pub sql_type: TenantSqlType,
+}
+
+inventory::collect!(RlsTable);
+
+/// Every table marked `#[with_rls]` in the crates linked into this binary, each once,
+/// sorted by schema, then table name.
+///
+/// A table marked twice with the same column and type (for example both its `table!` and a
+/// model struct) is listed once.
+pub fn tables() -> Vec<RlsTable> {
+    let mut tables: Vec<RlsTable> = inventory::iter::<RlsTable>.into_iter().copied().collect();
+    tables.sort();
+    tables.dedup();
+    tables
+}

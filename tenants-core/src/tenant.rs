@@ -1,0 +1,189 @@
+//! Tenant ids and the one security-critical function of the crate: turning an id into a
+//! SQL string literal.
+
+use std::borrow::Cow;
+use std::fmt;
+
+/// The longest tenant id accepted, in bytes. Ids are keys, not documents: the bound keeps
+/// every begin statement small and rejects absurd input before it reaches the server.
+pub const MAX_TENANT_ID_BYTES: usize = 1024;
+
+/// Why a tenant id was rejected. Nothing is sent to the database for a rejected id.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidTenantId {
+    /// The empty string means "no tenant" to the policies, so it is never a tenant.
+    #[error("tenant id is empty")]
+    Empty,
+    /// PostgreSQL text cannot hold NUL.
+    #[error("tenant id contains a NUL byte at byte {position}")]
+    ContainsNul {
+        /// Byte offset of the first NUL.
+        position: usize,
+    },
+    /// Longer than [`MAX_TENANT_ID_BYTES`].
+    #[error("tenant id is {len} bytes long; the limit is {MAX_TENANT_ID_BYTES} bytes")]
+    TooLong {
+        /// The id's length in bytes.
+        len: usize,
+    },
+}
+
+/// A value that identifies a tenant: `&str`, `String`, `i32`, `i64` or `uuid::Uuid`.
+///
+/// The value is stored in the tenant setting as text and cast by the policy to the tenant
+/// column's type.
+pub trait TenantId {
+    /// The id as the text stored in the tenant setting.
+    fn tenant_text(&self) -> Cow<'_, str>;
+}
+
+impl TenantId for str {
+    fn tenant_text(&self) -> Cow<'_, str> {
+        Cow::Borrowed(self)
+    }
+}
+impl TenantId for String {
+    fn tenant_text(&self) -> Cow<'_, str> {
+        Cow::Borrowed(self)
+    }
+}
+impl TenantId for i32 {
+    fn tenant_text(&self) -> Cow<'_, str> {
+        Cow::Owned(self.to_string())
+    }
+}
+impl TenantId for i64 {
+    fn tenant_text(&self) -> Cow<'_, str> {
+        Cow::Owned(self.to_string())
+    }
+}
+impl TenantId for uuid::Uuid {
+    fn tenant_text(&self) -> Cow<'_, str> {
+        Cow::Owned(self.hyphenated().to_string())
+    }
+}
+impl TenantId for Tenant {
+    fn tenant_text(&self) -> Cow<'_, str> {
+        Cow::Borrowed(&self.0)
+    }
+}
+impl<T: TenantId + ?Sized> TenantId for &T {
+    fn tenant_text(&self) -> Cow<'_, str> {
+        (**self).tenant_text()
+    }
+}
+
+/// A validated tenant id: non-empty, NUL-free, at most [`MAX_TENANT_ID_BYTES`] bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Tenant(String);
+
+impl Tenant {
+    /// Validates `id`.
+    ///
+    /// ```
+    /// use tenants_core::{InvalidTenantId, Tenant};
+    /// assert_eq!(Tenant::new("acme")?.as_str(), "acme");
+    /// assert_eq!(Tenant::new(42_i64)?.as_str(), "42");
+    /// assert_eq!(Tenant::new(""), Err(InvalidTenantId::Empty));
+    /// # Ok::<(), InvalidTenantId>(())
+    /// ```
+    pub fn new(id: impl TenantId) -> Result<Self, InvalidTenantId> {
+        let text = id.tenant_text();
+        if text.is_empty() {
+            return Err(InvalidTenantId::Empty);
+        }
+        if let Some(position) = text.find('\0') {
+            return Err(InvalidTenantId::ContainsNul { position });
+        }
+        if text.len() > MAX_TENANT_ID_BYTES {
+            return Err(InvalidTenantId::TooLong { len: text.len() });
+        }
+        Ok(Self(text.into_owned()))
+    }
+
+    /// The id as stored in the tenant setting.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Tenant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Renders `value` as an escape-string literal `E'...'`.
+///
+/// The `E` form means the same whatever `standard_conforming_strings` says: backslash is
+/// always the escape character, so doubling backslashes and quotes is the whole job. The
+/// value must be NUL-free (a [`Tenant`] always is); PostgreSQL text cannot hold NUL.
+pub(crate) fn escape_literal(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() + 3);
+    out.push_str("E'");
+    for c in value.chars() {
+        match c {
+            '\'' => out.push_str("''"),
+            '\\' => out.push_str("\\\\"),
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+    out
+}
+
+/// Renders `name` as a quoted identifier `"..."`.
+pub(crate) fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Renders `value` as a standard string literal `'...'` (quotes doubled), for names in
+/// generated migration SQL, which runs with `standard_conforming_strings` on.
+pub(crate) fn quote_literal(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_quotes_and_backslashes() {
+        assert_eq!(escape_literal("acme"), "E'acme'");
+        assert_eq!(escape_literal(r"a'b\c"), r"E'a''b\\c'");
+        assert_eq!(escape_literal("';--"), "E''';--'");
+        assert_eq!(quote_ident(r#"we"ird"#), r#""we""ird""#);
+        assert_eq!(quote_literal("o'k"), "'o''k'");
+    }
+
+    #[test]
+    fn rejects_bad_ids_with_typed_errors() {
+        assert_eq!(Tenant::new(""), Err(InvalidTenantId::Empty));
+        assert_eq!(
+            Tenant::new("ab\0c"),
+            Err(InvalidTenantId::ContainsNul { position: 2 })
+        );
+        let long = "x".repeat(MAX_TENANT_ID_BYTES + 1);
+        assert_eq!(
+            Tenant::new(long.as_str()),
+            Err(InvalidTenantId::TooLong {
+                len: MAX_TENANT_ID_BYTES + 1
+            })
+        );
+        assert!(Tenant::new("x".repeat(MAX_TENANT_ID_BYTES)).is_ok());
+    }
+
+    #[test]
+    fn renders_every_id_type() {
+        let id = uuid::Uuid::from_u128(0x1234);
+        assert_eq!(
+            Tenant::new(id).map(|t| t.0),
+            Ok("00000000-0000-0000-0000-000000001234".to_string())
+        );
+        assert_eq!(Tenant::new(-7_i32).map(|t| t.0), Ok("-7".to_string()));
+        assert_eq!(
+            Tenant::new(String::from("acme")).map(|t| t.0),
+            Ok("acme".to_string())
+        );
+    }
+}
