@@ -4,7 +4,8 @@
 use diesel::QueryableByName;
 use diesel::sql_types::{Array, Bool, Nullable, Text};
 use diesel_async::{
-    AnsiTransactionManager, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection, TransactionManager,
+    AnsiTransactionManager, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection,
+    TransactionManager,
 };
 
 use crate::config::Config;
@@ -343,7 +344,10 @@ async fn probe(
             .map(|(i, key)| {
                 (
                     key.clone(),
-                    qual_of(&format!("tenants_probe_{}", i + 1), config.isolation_policy()),
+                    qual_of(
+                        &format!("tenants_probe_{}", i + 1),
+                        config.isolation_policy(),
+                    ),
                 )
             })
             .collect(),

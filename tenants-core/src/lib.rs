@@ -35,3 +35,8 @@ pub use sync::TenantTransactionExt;
 pub use tenant::{InvalidTenantId, MAX_TENANT_ID_BYTES, Tenant, TenantId};
 pub use tenants_derive::with_rls;
 pub use verify::{Finding, Severity, VerifyReport};
+
+/// The README's code blocks, compiled (and run where they need no database) as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;

@@ -31,7 +31,12 @@ impl QualifiedName {
 
 impl fmt::Display for QualifiedName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}", quote_ident(&self.schema), quote_ident(&self.name))
+        write!(
+            f,
+            "{}.{}",
+            quote_ident(&self.schema),
+            quote_ident(&self.name)
+        )
     }
 }
 
@@ -273,7 +278,10 @@ impl Change {
                 format!("REVOKE {} FROM {};", quote_ident(role), quote_ident(member))
             }
             Change::GrantSchemaUsage { schema } => {
-                format!("REVOKE USAGE ON SCHEMA {} FROM {roles};", quote_ident(schema))
+                format!(
+                    "REVOKE USAGE ON SCHEMA {} FROM {roles};",
+                    quote_ident(schema)
+                )
             }
             Change::EnableRls { table } => {
                 format!("ALTER TABLE {table} DISABLE ROW LEVEL SECURITY;")
@@ -286,7 +294,10 @@ impl Change {
                 quote_ident(config.isolation_policy())
             ),
             Change::CreateAdminPolicy { table } => {
-                format!("DROP POLICY {} ON {table};", quote_ident(config.admin_policy()))
+                format!(
+                    "DROP POLICY {} ON {table};",
+                    quote_ident(config.admin_policy())
+                )
             }
             Change::GrantTable { table } => {
                 format!("REVOKE SELECT, INSERT, UPDATE, DELETE ON {table} FROM {roles};")
@@ -305,7 +316,11 @@ pub fn render_up(config: &Config, changes: &[Change]) -> String {
 
 /// The `down.sql` of `changes`: each change's inverse, in reverse order.
 pub fn render_down(config: &Config, changes: &[Change]) -> String {
-    changes.iter().rev().map(|c| c.down(config) + "\n").collect()
+    changes
+        .iter()
+        .rev()
+        .map(|c| c.down(config) + "\n")
+        .collect()
 }
 
 #[cfg(test)]
@@ -408,11 +423,15 @@ GRANT USAGE ON SCHEMA "public" TO "tenants_user", "tenants_admin";
         };
         let up = render_up(&config, &setup(&config, &[spec], &[]));
         assert!(!up.contains("FORCE"));
-        assert!(up.contains(r#"CREATE POLICY "iso" ON "sales"."or""der" AS PERMISSIVE FOR ALL TO PUBLIC"#));
+        assert!(up.contains(
+            r#"CREATE POLICY "iso" ON "sales"."or""der" AS PERMISSIVE FOR ALL TO PUBLIC"#
+        ));
         assert!(up.contains(
             r#"("org_id" = (SELECT NULLIF(current_setting('app.org', true), '')::uuid))"#
         ));
-        assert!(up.contains(r#"CREATE POLICY "adm" ON "sales"."or""der" AS PERMISSIVE FOR ALL TO "app_admin""#));
+        assert!(up.contains(
+            r#"CREATE POLICY "adm" ON "sales"."or""der" AS PERMISSIVE FOR ALL TO "app_admin""#
+        ));
         assert!(up.contains(r#"USING ((SELECT current_user) = 'app_admin')"#));
         assert!(up.contains(r#"GRANT USAGE ON SCHEMA "sales" TO "app_tenant", "app_admin";"#));
         for (ty, cast) in [

@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use diesel::result::Error as DieselError;
 use diesel_async::pooled_connection::bb8::{Pool, PooledConnection};
-use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod};
+use diesel_async::pooled_connection::{
+    AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
+};
 use diesel_async::{AnsiTransactionManager, AsyncPgConnection, RunQueryDsl, TransactionManager};
 
 use crate::config::Config;
@@ -109,13 +111,16 @@ impl TenantPool {
         manager_config.recycling_method = RecyclingMethod::CustomFunction(Box::new(move |conn| {
             let check = check.clone();
             Box::pin(async move {
-                let clean: bool = diesel::select(diesel::dsl::sql::<diesel::sql_types::Bool>(&check))
-                    .get_result(conn)
-                    .await?;
+                let clean: bool =
+                    diesel::select(diesel::dsl::sql::<diesel::sql_types::Bool>(&check))
+                        .get_result(conn)
+                        .await?;
                 if clean {
                     Ok(())
                 } else {
-                    tracing::warn!("discarding a pooled connection left with a switched role or a set tenant");
+                    tracing::warn!(
+                        "discarding a pooled connection left with a switched role or a set tenant"
+                    );
                     Err(DieselError::QueryBuilderError(
                         "pooled connection is not clean: role switched or tenant set".into(),
                     ))
@@ -301,13 +306,17 @@ impl Deref for TenantConnection {
 
     fn deref(&self) -> &AsyncPgConnection {
         // `conn` is only taken by methods that consume `self` and by `Drop`.
-        self.conn.as_ref().expect("TenantConnection used after it ended")
+        self.conn
+            .as_ref()
+            .expect("TenantConnection used after it ended")
     }
 }
 
 impl DerefMut for TenantConnection {
     fn deref_mut(&mut self) -> &mut AsyncPgConnection {
-        self.conn.as_mut().expect("TenantConnection used after it ended")
+        self.conn
+            .as_mut()
+            .expect("TenantConnection used after it ended")
     }
 }
 

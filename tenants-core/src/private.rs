@@ -54,11 +54,15 @@ where
     <C::SqlType as TenantColumnType>::SQL_TYPE
 }
 
-/// Compiles only when field type `F` matches column `C`'s SQL type, a supported tenant type.
-pub const fn assert_tenant_field<C, F>()
+/// Compiles only when field type `F` matches column `C`'s SQL type, a supported tenant type;
+/// returns that type, as [`column_sql_type`] does.
+///
+/// One call checks both, so a column of an unsupported type is reported once.
+pub const fn assert_tenant_field<C, F>() -> TenantSqlType
 where
     C: diesel::Column,
     C::SqlType: TenantColumnType,
     F: TenantField<C::SqlType> + ?Sized,
 {
+    <C::SqlType as TenantColumnType>::SQL_TYPE
 }

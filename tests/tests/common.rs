@@ -1,0 +1,83 @@
+//! Fixtures shared by the integration tests.
+
+use diesel::PgConnection;
+use tenants_core::policy::{self, QualifiedName, TableSpec};
+use tenants_core::registry::TenantSqlType;
+use tenants_core::{Config, TenantPool};
+use tenants_tests::{TestDb, batch_locked, ensure_login_role};
+
+/// A login role that owns the fixture tables in the owner scenario.
+pub const OWNER: &str = "tenants_test_owner";
+/// A login role that owns nothing and is only granted our roles.
+pub const APP: &str = "tenants_test_app";
+
+/// How the application logs in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Login {
+    /// The `DATABASE_URL` superuser.
+    Superuser,
+    /// The owner of the tables.
+    Owner,
+    /// A login role owning nothing.
+    App,
+}
+
+impl Login {
+    /// The role name to log in as; `None` keeps `DATABASE_URL`'s user.
+    pub fn role(self) -> Option<&'static str> {
+        match self {
+            Login::Superuser => None,
+            Login::Owner => Some(OWNER),
+            Login::App => Some(APP),
+        }
+    }
+
+    /// The URL of `db` for this login.
+    pub fn url(self, db: &TestDb) -> String {
+        match self.role() {
+            Some(role) => db.url_as(role),
+            None => db.url(),
+        }
+    }
+}
+
+/// Creates `table` with a serial id, a name and a NOT NULL tenant column of `pg_type`,
+/// owned by `login`'s role in the owner scenario, and puts it under the contract with the
+/// renderer's SQL, granting our roles to the login role.
+pub fn create_marked_table(
+    conn: &mut PgConnection,
+    config: &Config,
+    login: Login,
+    table: &str,
+    pg_type: &str,
+    sql_type: TenantSqlType,
+) {
+    use diesel::connection::SimpleConnection;
+    ensure_login_role(conn, OWNER);
+    ensure_login_role(conn, APP);
+    conn.batch_execute(&format!(
+        "CREATE TABLE \"{table}\" (id serial PRIMARY KEY, name text NOT NULL, tenant {pg_type} NOT NULL);
+         CREATE INDEX ON \"{table}\" (tenant, id);"
+    ))
+    .expect("create table");
+    if login == Login::Owner {
+        conn.batch_execute(&format!("ALTER TABLE \"{table}\" OWNER TO {OWNER}"))
+            .expect("change owner");
+    }
+    let spec = TableSpec {
+        table: QualifiedName::new("public", table),
+        tenant_column: "tenant".into(),
+        sql_type,
+        sequences: vec![QualifiedName::new("public", format!("{table}_id_seq"))],
+    };
+    let grant_to: Vec<String> = login.role().map(str::to_string).into_iter().collect();
+    let up = policy::render_up(config, &policy::setup(config, &[spec], &grant_to));
+    batch_locked(conn, &up);
+}
+
+/// A pool of `size` connections to `url` with the recycle check.
+pub async fn pool(url: &str, size: u32) -> TenantPool {
+    TenantPool::connect_with(url, Config::default(), bb8::Pool::builder().max_size(size))
+        .await
+        .unwrap_or_else(|e| panic!("cannot build pool for {url}: {e}"))
+}

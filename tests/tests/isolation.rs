@@ -1,0 +1,336 @@
+//! The isolation suite: for each supported tenant type, logged in as superuser, as the
+//! table owner and as a non-owner login role, a tenant transaction sees and writes only
+//! its tenant's rows.
+
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Integer, Text};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use std::future::Future;
+use std::pin::Pin;
+use tenants_core::registry::TenantSqlType;
+use tenants_core::{Config, TenantId, TenantPool};
+use tenants_tests::TestDb;
+
+use crate::common::{Login, create_marked_table, pool};
+
+type Names<'a> = Pin<Box<dyn Future<Output = QueryResult<Vec<String>>> + Send + 'a>>;
+
+/// One supported tenant type: its table and two tenants' ids, as values and as SQL.
+pub struct Kind<A: TenantId, B: TenantId> {
+    pub table: &'static str,
+    pub pg_type: &'static str,
+    pub sql_type: TenantSqlType,
+    pub a: A,
+    pub b: B,
+    pub a_sql: &'static str,
+    pub b_sql: &'static str,
+    /// Loads every visible name through the Diesel DSL (a cached prepared statement).
+    pub names: for<'a> fn(&'a mut AsyncPgConnection) -> Names<'a>,
+}
+
+#[derive(QueryableByName)]
+struct N {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+#[derive(QueryableByName)]
+struct Session {
+    #[diesel(sql_type = Integer)]
+    pid: i32,
+    #[diesel(sql_type = Text)]
+    role: String,
+    #[diesel(sql_type = Text)]
+    tenant: String,
+}
+
+async fn count(conn: &mut AsyncPgConnection, sql: &str) -> i64 {
+    diesel::sql_query(sql)
+        .get_result::<N>(conn)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .n
+}
+
+async fn session(pool: &TenantPool) -> Session {
+    let mut conn = pool.pool().get().await.expect("checkout");
+    diesel::sql_query(
+        "SELECT pg_backend_pid() AS pid, current_user::text AS role,
+                coalesce(current_setting('tenants.current_tenant', true), '') AS tenant",
+    )
+    .get_result::<Session>(&mut conn)
+    .await
+    .expect("session state")
+}
+
+fn assert_rls_violation(result: QueryResult<usize>, what: &str) {
+    match result {
+        Err(diesel::result::Error::DatabaseError(_, info)) => assert!(
+            info.message().contains("row-level security"),
+            "{what}: expected an RLS violation, got: {}",
+            info.message()
+        ),
+        other => panic!("{what}: expected an RLS violation, got {other:?}"),
+    }
+}
+
+pub async fn run<A: TenantId + Copy, B: TenantId + Copy>(kind: Kind<A, B>, login: Login) {
+    let db = TestDb::new();
+    let config = Config::default();
+    let table = kind.table;
+    {
+        let mut admin = db.connect();
+        create_marked_table(
+            &mut admin,
+            &config,
+            login,
+            table,
+            kind.pg_type,
+            kind.sql_type,
+        );
+        // Seeded as the superuser, which RLS never applies to.
+        diesel::RunQueryDsl::execute(
+            diesel::sql_query(format!(
+                "INSERT INTO \"{table}\" (name, tenant) VALUES
+               ('a1', {a}), ('a2', {a}), ('a3', {a}), ('b1', {b}), ('b2', {b})",
+                a = kind.a_sql,
+                b = kind.b_sql
+            )),
+            &mut admin,
+        )
+        .expect("seed");
+    }
+    let pool = pool(&login.url(&db), 1).await;
+    let home = session(&pool).await;
+
+    // SELECT with and without a tenant filter sees only the tenant's rows.
+    let mut conn = pool.tenant(kind.a).await.expect("tenant a");
+    assert_eq!(
+        count(&mut conn, &format!("SELECT count(*) AS n FROM \"{table}\"")).await,
+        3
+    );
+    assert_eq!(
+        count(
+            &mut conn,
+            &format!(
+                "SELECT count(*) AS n FROM \"{table}\" WHERE tenant = {}",
+                kind.b_sql
+            )
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        count(
+            &mut conn,
+            &format!(
+                "SELECT count(*) AS n FROM \"{table}\" WHERE tenant = {}",
+                kind.a_sql
+            )
+        )
+        .await,
+        3
+    );
+    // UPDATE and DELETE of another tenant's rows touch nothing.
+    let updated = diesel::sql_query(format!(
+        "UPDATE \"{table}\" SET name = 'stolen' WHERE tenant = {}",
+        kind.b_sql
+    ))
+    .execute(&mut conn)
+    .await
+    .expect("update b");
+    assert_eq!(updated, 0);
+    let deleted = diesel::sql_query(format!(
+        "DELETE FROM \"{table}\" WHERE tenant = {}",
+        kind.b_sql
+    ))
+    .execute(&mut conn)
+    .await
+    .expect("delete b");
+    assert_eq!(deleted, 0);
+    // An unfiltered UPDATE touches exactly the tenant's rows.
+    let touched = diesel::sql_query(format!("UPDATE \"{table}\" SET name = name"))
+        .execute(&mut conn)
+        .await
+        .expect("update all");
+    assert_eq!(touched, 3);
+    // Serial ids work without being supplied.
+    let inserted = diesel::sql_query(format!(
+        "INSERT INTO \"{table}\" (name, tenant) VALUES ('a4', {})",
+        kind.a_sql
+    ))
+    .execute(&mut conn)
+    .await
+    .expect("insert own row with a serial id");
+    assert_eq!(inserted, 1);
+    conn.commit().await.expect("commit");
+
+    // INSERT of another tenant's row fails with the RLS error.
+    let mut conn = pool.tenant(kind.a).await.expect("tenant a");
+    assert_rls_violation(
+        diesel::sql_query(format!(
+            "INSERT INTO \"{table}\" (name, tenant) VALUES ('x', {})",
+            kind.b_sql
+        ))
+        .execute(&mut conn)
+        .await,
+        "insert for another tenant",
+    );
+    conn.rollback().await.expect("rollback");
+    // UPDATE moving a row to another tenant fails with the RLS error.
+    let mut conn = pool.tenant(kind.a).await.expect("tenant a");
+    assert_rls_violation(
+        diesel::sql_query(format!(
+            "UPDATE \"{table}\" SET tenant = {} WHERE name = 'a1'",
+            kind.b_sql
+        ))
+        .execute(&mut conn)
+        .await,
+        "update moving a row to another tenant",
+    );
+    conn.rollback().await.expect("rollback");
+
+    // After commit and after rollback the same backend is back to the login role, empty.
+    let after = session(&pool).await;
+    assert_eq!(after.pid, home.pid, "pool of one reuses its connection");
+    assert_eq!(after.role, home.role);
+    assert_eq!(after.tenant, "");
+
+    // The admin transaction sees every tenant.
+    let mut admin = pool.admin().await.expect("admin");
+    assert_eq!(
+        count(
+            &mut admin,
+            &format!("SELECT count(*) AS n FROM \"{table}\"")
+        )
+        .await,
+        6
+    );
+    admin.commit().await.expect("commit admin");
+    let after = session(&pool).await;
+    assert_eq!(
+        (after.pid, after.role.as_str(), after.tenant.as_str()),
+        (home.pid, home.role.as_str(), "")
+    );
+
+    // Tenant A then tenant B on one connection, through a cached prepared statement,
+    // more often than PostgreSQL needs to switch to a generic plan: never mixed.
+    for round in 0..7 {
+        let mut conn = pool.tenant(kind.a).await.expect("tenant a");
+        let names = (kind.names)(&mut conn).await.expect("names a");
+        assert_eq!(names, ["a1", "a2", "a3", "a4"], "round {round}");
+        conn.commit().await.expect("commit");
+        let mut conn = pool.tenant(kind.b).await.expect("tenant b");
+        let names = (kind.names)(&mut conn).await.expect("names b");
+        assert_eq!(names, ["b1", "b2"], "round {round}");
+        conn.rollback().await.expect("rollback");
+    }
+    let after = session(&pool).await;
+    assert_eq!((after.pid, after.tenant.as_str()), (home.pid, ""));
+
+    // Outside any scope: the owner sees and writes nothing (FORCE); so does the non-owner
+    // login role (it inherits the tenant role's privileges, but no policy lets an unscoped
+    // session see a row); the superuser is never subject to RLS (hence verify's warning).
+    let mut plain = pool.pool().get().await.expect("plain checkout");
+    let unscoped = diesel::sql_query(format!("SELECT count(*) AS n FROM \"{table}\""))
+        .get_result::<N>(&mut plain)
+        .await
+        .expect("unscoped select");
+    let unscoped_insert = diesel::sql_query(format!(
+        "INSERT INTO \"{table}\" (name, tenant) VALUES ('z', {})",
+        kind.a_sql
+    ))
+    .execute(&mut plain)
+    .await;
+    if login == Login::Superuser {
+        assert_eq!(unscoped.n, 6);
+        unscoped_insert.expect("superuser insert");
+    } else {
+        assert_eq!(unscoped.n, 0, "an unscoped session sees nothing");
+        assert_rls_violation(unscoped_insert, "unscoped insert");
+    }
+}
+
+macro_rules! isolation_suite {
+    ($table:ident, $sql_type:ident, $pg_type:literal, $a:expr, $b:expr, $a_sql:literal, $b_sql:literal) => {
+        pub mod $table {
+            use super::*;
+
+            #[tenants_core::with_rls]
+            diesel::table! {
+                $table (id) {
+                    id -> Int4,
+                    name -> Text,
+                    tenant -> $sql_type,
+                }
+            }
+
+            fn kind() -> Kind<impl TenantId + Copy, impl TenantId + Copy> {
+                Kind {
+                    table: stringify!($table),
+                    pg_type: $pg_type,
+                    sql_type: TenantSqlType::$sql_type,
+                    a: $a,
+                    b: $b,
+                    a_sql: $a_sql,
+                    b_sql: $b_sql,
+                    names: |conn| {
+                        Box::pin(
+                            $table::table
+                                .select($table::name)
+                                .order($table::id)
+                                .load::<String>(conn),
+                        )
+                    },
+                }
+            }
+
+            #[tokio::test]
+            async fn superuser() {
+                run(kind(), Login::Superuser).await;
+            }
+
+            #[tokio::test]
+            async fn table_owner() {
+                run(kind(), Login::Owner).await;
+            }
+
+            #[tokio::test]
+            async fn non_owner_login_role() {
+                run(kind(), Login::App).await;
+            }
+        }
+    };
+}
+
+isolation_suite!(
+    items_text, Text, "text", "acme", "globex", "'acme'", "'globex'"
+);
+isolation_suite!(
+    items_varchar,
+    VarChar,
+    "varchar(64)",
+    "acme",
+    "o'hara",
+    "'acme'",
+    "'o''hara'"
+);
+isolation_suite!(items_int4, Int4, "int4", 1_i32, 2_i32, "1", "2");
+isolation_suite!(
+    items_int8,
+    Int8,
+    "int8",
+    5_000_000_001_i64,
+    -3_i64,
+    "5000000001",
+    "-3"
+);
+isolation_suite!(
+    items_uuid,
+    Uuid,
+    "uuid",
+    uuid::Uuid::from_u128(0xa),
+    uuid::Uuid::from_u128(0xb),
+    "'00000000-0000-0000-0000-00000000000a'",
+    "'00000000-0000-0000-0000-00000000000b'"
+);

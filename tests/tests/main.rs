@@ -1,0 +1,9 @@
+//! Integration tests: one binary, one module per concern, a fresh database per test.
+
+mod common;
+mod escaping;
+mod isolation;
+mod pool_hygiene;
+mod registry;
+mod round_trips;
+mod verify;

@@ -1,0 +1,147 @@
+//! A tenant transaction costs no extra round trip: its begin is one batch.
+
+use std::sync::{Arc, Mutex};
+
+use diesel::connection::{Instrumentation, InstrumentationEvent};
+use diesel::prelude::*;
+use diesel_async::pooled_connection::AsyncDieselConnectionManager;
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use tenants_core::policy;
+use tenants_core::{AsyncTenantTransactionExt, Config, Error, TenantPool, TenantTransactionExt};
+use tenants_tests::{TestDb, batch_locked};
+
+/// Records the text of every query the connection sends.
+#[derive(Clone, Default)]
+struct Queries(Arc<Mutex<Vec<String>>>);
+
+impl Instrumentation for Queries {
+    fn on_connection_event(&mut self, event: InstrumentationEvent<'_>) {
+        if let InstrumentationEvent::StartQuery { query, .. } = event {
+            self.0.lock().expect("lock").push(query.to_string());
+        }
+    }
+}
+
+impl Queries {
+    fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.0.lock().expect("lock"))
+    }
+}
+
+fn prepared_db() -> TestDb {
+    let db = TestDb::new();
+    let mut conn = db.connect();
+    let config = Config::default();
+    batch_locked(
+        &mut conn,
+        &policy::render_up(&config, &policy::setup(&config, &[], &[])),
+    );
+    db
+}
+
+const BEGIN: &str =
+    r#"BEGIN; SET LOCAL ROLE "tenants_user"; SET LOCAL "tenants.current_tenant" = E'acme'"#;
+
+#[test]
+fn sync_tenant_transaction_sends_as_many_queries_as_a_plain_one() {
+    let db = prepared_db();
+    let mut conn = db.connect();
+    let queries = Queries::default();
+    conn.set_instrumentation(queries.clone());
+
+    let one = || diesel::select(1_i32.into_sql::<diesel::sql_types::Integer>());
+    conn.transaction(|conn| diesel::RunQueryDsl::get_result::<i32>(one(), conn))
+        .expect("plain");
+    let plain = queries.take();
+    conn.tenant_transaction("acme", |conn| {
+        diesel::RunQueryDsl::get_result::<i32>(one(), conn).map_err(Error::from)
+    })
+    .expect("tenant");
+    let tenant = queries.take();
+
+    assert_eq!(plain.len(), 3, "{plain:?}");
+    assert_eq!(tenant.len(), plain.len(), "{tenant:?}");
+    assert_eq!(tenant[0], BEGIN);
+    assert_eq!(tenant[2], "COMMIT");
+}
+
+#[tokio::test]
+async fn async_tenant_transaction_sends_as_many_queries_as_a_plain_one() {
+    let db = prepared_db();
+    let mut conn = AsyncPgConnection::establish(&db.url())
+        .await
+        .expect("connect");
+    let queries = Queries::default();
+    conn.set_instrumentation(queries.clone());
+
+    let one = || diesel::select(1_i32.into_sql::<diesel::sql_types::Integer>());
+    conn.transaction(async |conn| one().get_result::<i32>(conn).await)
+        .await
+        .expect("plain");
+    let plain = queries.take();
+    conn.tenant_transaction("acme", async |conn| {
+        one().get_result::<i32>(conn).await.map_err(Error::from)
+    })
+    .await
+    .expect("tenant");
+    let tenant = queries.take();
+
+    assert_eq!(plain.len(), 3, "{plain:?}");
+    assert_eq!(tenant.len(), plain.len(), "{tenant:?}");
+    assert_eq!(tenant[0], BEGIN);
+    assert_eq!(tenant[2], "COMMIT");
+}
+
+#[tokio::test]
+async fn pool_begin_is_one_batch_and_nested_transactions_are_savepoints() {
+    let db = prepared_db();
+    let queries = Queries::default();
+    let mut manager_config = TenantPool::manager_config(&Config::default());
+    let recorder = queries.clone();
+    manager_config.custom_setup = Box::new(move |url| {
+        let recorder = recorder.clone();
+        Box::pin(async move {
+            let mut conn = AsyncPgConnection::establish(url).await?;
+            conn.set_instrumentation(recorder);
+            Ok(conn)
+        })
+    });
+    let manager = AsyncDieselConnectionManager::new_with_config(db.url(), manager_config);
+    let pool = TenantPool::new(
+        bb8::Pool::builder()
+            .max_size(1)
+            .build(manager)
+            .await
+            .expect("pool"),
+        Config::default(),
+    );
+    queries.take();
+
+    let mut conn = pool.tenant("acme").await.expect("tenant");
+    conn.transaction(async |conn| {
+        diesel::select(1_i32.into_sql::<diesel::sql_types::Integer>())
+            .get_result::<i32>(conn)
+            .await
+    })
+    .await
+    .expect("nested");
+    conn.commit().await.expect("commit");
+    let sent = queries.take();
+    let begin = sent
+        .iter()
+        .position(|q| q.starts_with("BEGIN"))
+        .expect("a begin");
+    assert_eq!(sent[begin], BEGIN);
+    assert_eq!(
+        sent[begin + 1..],
+        [
+            "SAVEPOINT diesel_savepoint_1",
+            "SELECT $1 -- binds: [1]",
+            "RELEASE SAVEPOINT diesel_savepoint_1",
+            "COMMIT"
+        ]
+    );
+    // Before the begin, only the checkout's recycle check (which replaces diesel-async's
+    // default `SELECT 1`, so it is not an extra round trip).
+    assert!(begin <= 1, "{sent:?}");
+}

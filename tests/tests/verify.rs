@@ -1,0 +1,340 @@
+//! `verify` reports each kind of drift, typed, all at once.
+
+use diesel::connection::SimpleConnection;
+use diesel_async::{AsyncConnection, AsyncPgConnection};
+use tenants_core::policy::QualifiedName;
+use tenants_core::registry::{self, RlsTable, TenantSqlType};
+use tenants_core::verify::{self, Bypass, Finding};
+use tenants_core::{Config, Error, catalog};
+use tenants_tests::{TestDb, batch_locked, ensure_login_role};
+
+use crate::common::{Login, create_marked_table, pool};
+
+const TABLE: RlsTable = RlsTable {
+    schema: "public",
+    name: "items_text",
+    tenant_column: "tenant",
+    sql_type: TenantSqlType::Text,
+};
+
+fn table() -> QualifiedName {
+    QualifiedName::new("public", "items_text")
+}
+
+fn superuser_warning() -> Finding {
+    Finding::LoginBypassesRls {
+        login: "postgres".into(),
+        bypass: Bypass::Superuser,
+    }
+}
+
+async fn findings(url: &str, config: &Config, tables: &[RlsTable]) -> Vec<Finding> {
+    let mut conn = AsyncPgConnection::establish(url).await.expect("connect");
+    let catalog = catalog::read(&mut conn, config, &verify::catalog_keys(tables))
+        .await
+        .expect("read catalog");
+    verify::compare(config, tables, &catalog).findings
+}
+
+/// A database with `items_text` under the contract, then `breakage` applied.
+async fn broken(breakage: &str) -> (TestDb, Vec<Finding>) {
+    let db = TestDb::new();
+    let config = Config::default();
+    let mut conn = db.connect();
+    create_marked_table(
+        &mut conn,
+        &config,
+        Login::Superuser,
+        "items_text",
+        "text",
+        TenantSqlType::Text,
+    );
+    if !breakage.is_empty() {
+        conn.batch_execute(breakage).expect("break");
+    }
+    let found = findings(&db.url(), &config, &[TABLE]).await;
+    (db, found)
+}
+
+#[tokio::test]
+async fn a_database_under_the_contract_has_only_the_superuser_warning() {
+    let (_db, found) = broken("").await;
+    assert_eq!(found, [superuser_warning()]);
+}
+
+#[tokio::test]
+async fn rls_disabled() {
+    let (_db, found) = broken("ALTER TABLE items_text DISABLE ROW LEVEL SECURITY").await;
+    assert_eq!(
+        found,
+        [Finding::RlsDisabled { table: table() }, superuser_warning()]
+    );
+}
+
+#[tokio::test]
+async fn rls_not_forced() {
+    let (_db, found) = broken("ALTER TABLE items_text NO FORCE ROW LEVEL SECURITY").await;
+    assert_eq!(
+        found,
+        [
+            Finding::RlsNotForced { table: table() },
+            superuser_warning()
+        ]
+    );
+}
+
+#[tokio::test]
+async fn policy_missing() {
+    let (_db, found) = broken("DROP POLICY tenants_admin ON items_text").await;
+    assert_eq!(
+        found,
+        [
+            Finding::PolicyMissing {
+                table: table(),
+                policy: "tenants_admin".into()
+            },
+            superuser_warning()
+        ]
+    );
+}
+
+#[tokio::test]
+async fn policy_with_another_expression() {
+    let (_db, found) = broken(
+        "DROP POLICY tenants_isolation ON items_text;
+         CREATE POLICY tenants_isolation ON items_text USING (true) WITH CHECK (true)",
+    )
+    .await;
+    assert_eq!(found.len(), 2, "{found:?}");
+    match &found[0] {
+        Finding::PolicyDiffers {
+            table: t,
+            policy,
+            expected,
+            actual,
+        } => {
+            assert_eq!((t, policy.as_str()), (&table(), "tenants_isolation"));
+            assert!(
+                expected.contains("current_setting('tenants.current_tenant'"),
+                "{expected}"
+            );
+            assert!(actual.contains("USING (true)"), "{actual}");
+        }
+        other => panic!("expected PolicyDiffers, got {other}"),
+    }
+}
+
+#[tokio::test]
+async fn policy_for_another_setting_or_type_differs() {
+    let db = TestDb::new();
+    let mut conn = db.connect();
+    create_marked_table(
+        &mut conn,
+        &Config::default(),
+        Login::Superuser,
+        "items_text",
+        "text",
+        TenantSqlType::Text,
+    );
+    let renamed = Config::default()
+        .with_setting("app.tenant")
+        .expect("config");
+    let found = findings(&db.url(), &renamed, &[TABLE]).await;
+    assert!(
+        matches!(&found[..], [Finding::PolicyDiffers { policy, .. }, _] if policy == "tenants_isolation"),
+        "{found:?}"
+    );
+    // The code now says the column is varchar: the cast differs.
+    let retyped = RlsTable {
+        sql_type: TenantSqlType::VarChar,
+        ..TABLE
+    };
+    let found = findings(&db.url(), &Config::default(), &[retyped]).await;
+    assert!(
+        matches!(&found[..], [Finding::PolicyDiffers { policy, .. }, _] if policy == "tenants_isolation"),
+        "{found:?}"
+    );
+}
+
+#[tokio::test]
+async fn table_grant_missing() {
+    let (_db, found) = broken("REVOKE DELETE ON items_text FROM tenants_user").await;
+    assert_eq!(
+        found,
+        [
+            Finding::TableGrantMissing {
+                table: table(),
+                role: "tenants_user".into(),
+                privilege: "DELETE".into()
+            },
+            superuser_warning()
+        ]
+    );
+}
+
+#[tokio::test]
+async fn sequence_grant_missing() {
+    let (_db, found) =
+        broken("REVOKE USAGE ON SEQUENCE items_text_id_seq FROM tenants_admin").await;
+    assert_eq!(
+        found,
+        [
+            Finding::SequenceGrantMissing {
+                sequence: QualifiedName::new("public", "items_text_id_seq"),
+                role: "tenants_admin".into(),
+                privilege: "USAGE".into()
+            },
+            superuser_warning()
+        ]
+    );
+}
+
+#[tokio::test]
+async fn table_missing() {
+    let db = TestDb::new();
+    let config = Config::default();
+    batch_locked(
+        &mut db.connect(),
+        &tenants_core::policy::render_up(&config, &tenants_core::policy::setup(&config, &[], &[])),
+    );
+    let found = findings(&db.url(), &config, &[TABLE]).await;
+    assert_eq!(
+        found,
+        [
+            Finding::TableMissing { table: table() },
+            superuser_warning()
+        ]
+    );
+}
+
+#[tokio::test]
+async fn role_missing() {
+    let db = TestDb::new();
+    let mut conn = db.connect();
+    create_marked_table(
+        &mut conn,
+        &Config::default(),
+        Login::Superuser,
+        "items_text",
+        "text",
+        TenantSqlType::Text,
+    );
+    let config = Config::default()
+        .with_tenant_role("tenants_test_no_such_role")
+        .expect("config");
+    let found = findings(&db.url(), &config, &[TABLE]).await;
+    assert_eq!(
+        found[0],
+        Finding::RoleMissing {
+            role: "tenants_test_no_such_role".into()
+        }
+    );
+    // Everything else reported is that role's missing grants (4 on the table, 2 on the
+    // sequence), then the superuser warning.
+    assert_eq!(found.len(), 1 + 4 + 2 + 1, "{found:?}");
+    assert!(found[1..7].iter().all(|f| matches!(f,
+        Finding::TableGrantMissing { role, .. } | Finding::SequenceGrantMissing { role, .. }
+            if role == "tenants_test_no_such_role")));
+}
+
+#[tokio::test]
+async fn login_role_not_granted_our_roles() {
+    let db = TestDb::new();
+    let mut conn = db.connect();
+    let config = Config::default();
+    create_marked_table(
+        &mut conn,
+        &config,
+        Login::Superuser,
+        "items_text",
+        "text",
+        TenantSqlType::Text,
+    );
+    ensure_login_role(&mut conn, "tenants_test_ungranted");
+    let found = findings(&db.url_as("tenants_test_ungranted"), &config, &[TABLE]).await;
+    assert_eq!(
+        found,
+        [
+            Finding::RoleNotGranted {
+                role: "tenants_user".into(),
+                login: "tenants_test_ungranted".into()
+            },
+            Finding::RoleNotGranted {
+                role: "tenants_admin".into(),
+                login: "tenants_test_ungranted".into()
+            },
+        ]
+    );
+}
+
+#[tokio::test]
+async fn bypassrls_login_is_a_warning() {
+    let db = TestDb::new();
+    let mut conn = db.connect();
+    let config = Config::default();
+    create_marked_table(
+        &mut conn,
+        &config,
+        Login::Superuser,
+        "items_text",
+        "text",
+        TenantSqlType::Text,
+    );
+    ensure_login_role(&mut conn, "tenants_test_bypass");
+    batch_locked(
+        &mut conn,
+        "ALTER ROLE tenants_test_bypass BYPASSRLS; GRANT tenants_user, tenants_admin TO tenants_test_bypass",
+    );
+    let found = findings(&db.url_as("tenants_test_bypass"), &config, &[TABLE]).await;
+    assert_eq!(
+        found,
+        [Finding::LoginBypassesRls {
+            login: "tenants_test_bypass".into(),
+            bypass: Bypass::BypassRls
+        }]
+    );
+}
+
+#[tokio::test]
+async fn pool_verify_checks_every_registered_table() {
+    let db = TestDb::new();
+    let mut conn = db.connect();
+    let config = Config::default();
+    let tables = registry::tables();
+    assert!(tables.len() >= 5, "{tables:?}");
+    for table in &tables {
+        let pg_type = table.sql_type.pg_name();
+        create_marked_table(
+            &mut conn,
+            &config,
+            Login::Superuser,
+            table.name,
+            pg_type,
+            table.sql_type,
+        );
+    }
+    let pool = pool(&db.url(), 1).await;
+    let report = pool.verify().await.expect("verify passes");
+    assert_eq!(report.findings, [superuser_warning()]);
+
+    conn.batch_execute("ALTER TABLE items_int4 DISABLE ROW LEVEL SECURITY; DROP POLICY tenants_admin ON items_uuid")
+        .expect("break two tables");
+    match pool.verify().await {
+        Err(Error::Drift(report)) => {
+            let errors: Vec<String> = report
+                .findings
+                .iter()
+                .filter(|f| f.severity() == verify::Severity::Error)
+                .map(ToString::to_string)
+                .collect();
+            assert_eq!(
+                errors,
+                [
+                    r#""public"."items_int4": row level security is not enabled"#,
+                    r#""public"."items_uuid": policy "tenants_admin" is missing"#
+                ]
+            );
+        }
+        other => panic!("expected drift, got {other:?}"),
+    }
+}
