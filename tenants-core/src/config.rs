@@ -32,6 +32,15 @@ pub enum ConfigError {
         /// The rejected name.
         name: String,
     },
+    /// A role name containing `$`: the migration creates roles inside a dollar-quoted `DO`
+    /// block, which such a name could end early.
+    #[error("{what} {name:?} contains `$`, which tenants does not accept in role names")]
+    DollarInRole {
+        /// Which name was wrong.
+        what: &'static str,
+        /// The rejected name.
+        name: String,
+    },
     /// A custom setting name needs a prefix: PostgreSQL only accepts `prefix.name`.
     #[error(
         "setting {name:?} is not a custom setting name; use the form `prefix.name` with letters, digits and `_`, e.g. `tenants.current_tenant`"
@@ -100,6 +109,14 @@ fn checked_name(what: &'static str, name: impl Into<String>) -> Result<String, C
     }
 }
 
+fn checked_role(what: &'static str, name: impl Into<String>) -> Result<String, ConfigError> {
+    let name = checked_name(what, name)?;
+    if name.contains('$') {
+        return Err(ConfigError::DollarInRole { what, name });
+    }
+    Ok(name)
+}
+
 impl Config {
     /// The role every tenant transaction runs as (`SET LOCAL ROLE`). Default `tenants_user`.
     pub fn tenant_role(&self) -> &str {
@@ -129,12 +146,12 @@ impl Config {
 
     /// Sets the tenant role.
     pub fn with_tenant_role(mut self, name: impl Into<String>) -> Result<Self, ConfigError> {
-        self.tenant_role = checked_name("tenant role", name)?;
+        self.tenant_role = checked_role("tenant role", name)?;
         Ok(self)
     }
     /// Sets the admin role.
     pub fn with_admin_role(mut self, name: impl Into<String>) -> Result<Self, ConfigError> {
-        self.admin_role = checked_name("admin role", name)?;
+        self.admin_role = checked_role("admin role", name)?;
         Ok(self)
     }
     /// Sets the isolation policy's name.
@@ -163,5 +180,48 @@ impl Config {
     pub fn with_force_rls(mut self, force: bool) -> Self {
         self.force_rls = force;
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejects_unusable_names_with_typed_errors() {
+        let config = Config::default;
+        assert_eq!(
+            config().with_tenant_role(""),
+            Err(ConfigError::Empty {
+                what: "tenant role"
+            })
+        );
+        assert!(matches!(
+            config().with_admin_role("a\0b"),
+            Err(ConfigError::ContainsNul { .. })
+        ));
+        assert!(matches!(
+            config().with_isolation_policy("p".repeat(MAX_NAME_BYTES + 1)),
+            Err(ConfigError::TooLong { .. })
+        ));
+        assert!(matches!(
+            config().with_tenant_role("x$tenants$y"),
+            Err(ConfigError::DollarInRole { .. })
+        ));
+        for bad in ["tenant", ".tenant", "app.", "app.ten-ant", "app..t"] {
+            assert!(
+                matches!(
+                    config().with_setting(bad),
+                    Err(ConfigError::InvalidSetting { .. })
+                ),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            config()
+                .with_setting("app.tenant_id")
+                .map(|c| c.setting().to_string()),
+            Ok("app.tenant_id".to_string())
+        );
     }
 }

@@ -24,11 +24,24 @@ inventory::collect!(RlsTable);
 /// Every table marked `#[with_rls]` in the crates linked into this binary, each once,
 /// sorted by schema, then table name.
 ///
-/// A table marked twice with the same column and type (for example both its `table!` and a
-/// model struct) is listed once.
+/// A table marked twice with the same column (for example both its `table!` and a model
+/// struct) is listed once.
 pub fn tables() -> Vec<RlsTable> {
     let mut tables: Vec<RlsTable> = inventory::iter::<RlsTable>.into_iter().copied().collect();
     tables.sort();
-    tables.dedup();
+    tables.dedup_by(|later, earlier| {
+        let same_column = (later.schema, later.name, later.tenant_column)
+            == (earlier.schema, earlier.name, earlier.tenant_column);
+        // Diesel's `VarChar` is an alias of `Text`, so a marked struct reports `Text` where
+        // its `table!` says `VarChar`; the more precise entry wins. (Sorted: Text first.)
+        if same_column
+            && earlier.sql_type == TenantSqlType::Text
+            && later.sql_type == TenantSqlType::VarChar
+        {
+            earlier.sql_type = TenantSqlType::VarChar;
+            return true;
+        }
+        later == earlier
+    });
     tables
 }

@@ -41,7 +41,7 @@ impl Login {
     }
 }
 
-/// Creates `table` with a serial id, a name and a NOT NULL tenant column of `pg_type`,
+/// Creates `table` with a serial id, an identity column, a name and a NOT NULL tenant column of `pg_type`,
 /// owned by `login`'s role in the owner scenario, and puts it under the contract with the
 /// renderer's SQL, granting our roles to the login role.
 pub fn create_marked_table(
@@ -56,7 +56,12 @@ pub fn create_marked_table(
     ensure_login_role(conn, OWNER);
     ensure_login_role(conn, APP);
     conn.batch_execute(&format!(
-        "CREATE TABLE \"{table}\" (id serial PRIMARY KEY, name text NOT NULL, tenant {pg_type} NOT NULL);
+        "CREATE TABLE \"{table}\" (
+           id serial PRIMARY KEY,
+           seq bigint GENERATED ALWAYS AS IDENTITY,
+           name text NOT NULL,
+           tenant {pg_type} NOT NULL
+         );
          CREATE INDEX ON \"{table}\" (tenant, id);"
     ))
     .expect("create table");
@@ -68,7 +73,10 @@ pub fn create_marked_table(
         table: QualifiedName::new("public", table),
         tenant_column: "tenant".into(),
         sql_type,
-        sequences: vec![QualifiedName::new("public", format!("{table}_id_seq"))],
+        sequences: vec![
+            QualifiedName::new("public", format!("{table}_id_seq")),
+            QualifiedName::new("public", format!("{table}_seq_seq")),
+        ],
     };
     let grant_to: Vec<String> = login.role().map(str::to_string).into_iter().collect();
     let up = policy::render_up(config, &policy::setup(config, &[spec], &grant_to));

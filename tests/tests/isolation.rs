@@ -154,7 +154,7 @@ pub async fn run<A: TenantId + Copy, B: TenantId + Copy>(kind: Kind<A, B>, login
         .await
         .expect("update all");
     assert_eq!(touched, 3);
-    // Serial ids work without being supplied.
+    // Serial and identity ids work without being supplied.
     let inserted = diesel::sql_query(format!(
         "INSERT INTO \"{table}\" (name, tenant) VALUES ('a4', {})",
         kind.a_sql

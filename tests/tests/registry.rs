@@ -1,6 +1,29 @@
 //! `registry::tables()` lists each marked table once, sorted.
 
+use diesel::prelude::*;
 use tenants_core::registry::{self, RlsTable, TenantSqlType};
+
+use crate::isolation::items_text::items_text;
+use crate::isolation::items_varchar::items_varchar;
+
+// Marking models of already marked tables adds no entry; for `items_varchar` the struct
+// form sees `Text` (Diesel's `VarChar` is an alias), and the table form's `VarChar` wins.
+#[tenants_core::with_rls]
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = items_text)]
+pub struct TextItem {
+    pub id: i32,
+    pub name: String,
+    pub tenant: String,
+}
+
+#[tenants_core::with_rls]
+#[derive(Insertable)]
+#[diesel(table_name = items_varchar)]
+pub struct NewVarcharItem<'a> {
+    pub name: &'a str,
+    pub tenant: &'a str,
+}
 
 #[test]
 fn lists_every_marked_table_of_the_binary_once_sorted() {
