@@ -66,6 +66,25 @@ impl TableSpec {
     }
 }
 
+/// Who receives our roles, so that it may `SET ROLE` to them.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Grantee {
+    /// A named login role.
+    Role(String),
+    /// `CURRENT_USER`: whoever runs the migration, for applications that migrate with the
+    /// role they serve with.
+    CurrentUser,
+}
+
+impl fmt::Display for Grantee {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Grantee::Role(name) => f.write_str(&quote_ident(name)),
+            Grantee::CurrentUser => f.write_str("CURRENT_USER"),
+        }
+    }
+}
+
 /// One step of a migration, with an exact inverse.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
@@ -80,7 +99,7 @@ pub enum Change {
         /// The granted role.
         role: String,
         /// The login role receiving it.
-        member: String,
+        member: Grantee,
     },
     /// `GRANT USAGE ON SCHEMA` to the tenant and admin roles.
     GrantSchemaUsage {
@@ -157,7 +176,7 @@ fn cast_type(sql_type: TenantSqlType) -> &'static str {
 /// Every change that puts `tables` under the contract from scratch: both roles, their
 /// grants to each of `grant_to`, schema usage, then per table (sorted by schema and name)
 /// RLS, FORCE (unless turned off), both policies and the grants.
-pub fn setup(config: &Config, tables: &[TableSpec], grant_to: &[String]) -> Vec<Change> {
+pub fn setup(config: &Config, tables: &[TableSpec], grant_to: &[Grantee]) -> Vec<Change> {
     let mut tables: Vec<&TableSpec> = tables.iter().collect();
     tables.sort_by(|a, b| a.table.cmp(&b.table));
     let mut schemas: Vec<&str> = tables.iter().map(|t| t.table.schema.as_str()).collect();
@@ -228,7 +247,7 @@ impl Change {
                 quote_ident(role)
             ),
             Change::GrantRole { role, member } => {
-                format!("GRANT {} TO {};", quote_ident(role), quote_ident(member))
+                format!("GRANT {} TO {member};", quote_ident(role))
             }
             Change::GrantSchemaUsage { schema } => {
                 format!("GRANT USAGE ON SCHEMA {} TO {roles};", quote_ident(schema))
@@ -275,7 +294,7 @@ impl Change {
                 ident = quote_ident(role)
             ),
             Change::GrantRole { role, member } => {
-                format!("REVOKE {} FROM {};", quote_ident(role), quote_ident(member))
+                format!("REVOKE {} FROM {member};", quote_ident(role))
             }
             Change::GrantSchemaUsage { schema } => {
                 format!(
@@ -359,7 +378,7 @@ GRANT USAGE, SELECT ON SEQUENCE "public"."todo_item_id_seq" TO "tenants_user", "
     #[test]
     fn once_part_creates_roles_grants_them_and_schema_usage() {
         let config = Config::default();
-        let changes = setup(&config, &[todo_item()], &["app".to_string()]);
+        let changes = setup(&config, &[todo_item()], &[Grantee::Role("app".into())]);
         let once: Vec<Change> = changes.into_iter().take(5).collect();
         assert_eq!(
             render_up(&config, &once),
@@ -381,9 +400,21 @@ GRANT USAGE ON SCHEMA "public" TO "tenants_user", "tenants_admin";
     }
 
     #[test]
+    fn roles_can_go_to_whoever_runs_the_migration() {
+        let config = Config::default();
+        let changes = setup(&config, &[], &[Grantee::CurrentUser]);
+        let up = render_up(&config, &changes);
+        assert!(up.contains("GRANT \"tenants_user\" TO CURRENT_USER;\n"));
+        assert!(
+            render_down(&config, &changes)
+                .contains("REVOKE \"tenants_admin\" FROM CURRENT_USER;\n")
+        );
+    }
+
+    #[test]
     fn down_sql_undoes_up_in_reverse_order() {
         let config = Config::default();
-        let changes = setup(&config, &[todo_item()], &["app".to_string()]);
+        let changes = setup(&config, &[todo_item()], &[Grantee::Role("app".into())]);
         let down = render_down(&config, &changes);
         let lines: Vec<&str> = down.lines().collect();
         assert_eq!(

@@ -1,7 +1,7 @@
 //! Fixtures shared by the integration tests.
 
 use diesel::PgConnection;
-use tenants_core::policy::{self, QualifiedName, TableSpec};
+use tenants_core::policy::{self, Grantee, QualifiedName, TableSpec};
 use tenants_core::registry::TenantSqlType;
 use tenants_core::{Config, TenantPool};
 use tenants_tests::{TestDb, batch_locked, ensure_login_role};
@@ -78,7 +78,11 @@ pub fn create_marked_table(
             QualifiedName::new("public", format!("{table}_seq_seq")),
         ],
     };
-    let grant_to: Vec<String> = login.role().map(str::to_string).into_iter().collect();
+    let grant_to: Vec<Grantee> = login
+        .role()
+        .map(|r| Grantee::Role(r.into()))
+        .into_iter()
+        .collect();
     let up = policy::render_up(config, &policy::setup(config, &[spec], &grant_to));
     batch_locked(conn, &up);
 }
