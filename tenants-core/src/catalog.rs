@@ -21,9 +21,68 @@ pub struct RoleState {
     /// Whether it exists.
     #[diesel(sql_type = Bool)]
     pub exists: bool,
-    /// Whether the connecting (session) role is a member of it, directly or not.
+}
+
+/// Whether a login role may `SET ROLE` to one of our roles.
+#[derive(Debug, Clone, PartialEq, Eq, QueryableByName)]
+pub struct Membership {
+    /// One of our roles.
+    #[diesel(sql_type = Text)]
+    pub role: String,
+    /// The login role.
+    #[diesel(sql_type = Text)]
+    pub member: String,
+    /// Whether `member` is a member of `role`, directly or not (superusers always are).
     #[diesel(sql_type = Bool)]
-    pub login_is_member: bool,
+    pub is_member: bool,
+}
+
+/// Whether one of our roles has `USAGE` on a schema holding marked tables.
+#[derive(Debug, Clone, PartialEq, Eq, QueryableByName)]
+pub struct SchemaUsage {
+    /// The schema.
+    #[diesel(sql_type = Text)]
+    pub schema: String,
+    /// One of our roles.
+    #[diesel(sql_type = Text)]
+    pub role: String,
+    /// Whether it has `USAGE` (granted to it, a role it inherits from, or `PUBLIC`).
+    #[diesel(sql_type = Bool)]
+    pub usage: bool,
+}
+
+/// The tenant column of a marked table, when it exists.
+#[derive(Debug, Clone, PartialEq, Eq, QueryableByName)]
+pub struct ColumnState {
+    /// Schema.
+    #[diesel(sql_type = Text)]
+    pub schema: String,
+    /// Table.
+    #[diesel(sql_type = Text)]
+    pub table: String,
+    /// Column.
+    #[diesel(sql_type = Text)]
+    pub column: String,
+    /// Its type as `format_type` prints it (`text`, `character varying(64)`, ...).
+    #[diesel(sql_type = Text)]
+    pub type_name: String,
+    /// `NOT NULL`.
+    #[diesel(sql_type = Bool)]
+    pub not_null: bool,
+}
+
+/// The tenant type of a column of PostgreSQL type `type_name` (as `format_type` prints it).
+pub fn tenant_type_of(type_name: &str) -> Option<TenantSqlType> {
+    let base = type_name.split('(').next().unwrap_or(type_name);
+    [
+        TenantSqlType::Text,
+        TenantSqlType::VarChar,
+        TenantSqlType::Int4,
+        TenantSqlType::Int8,
+        TenantSqlType::Uuid,
+    ]
+    .into_iter()
+    .find(|t| t.pg_name() == base)
 }
 
 /// The connecting role.
@@ -57,7 +116,46 @@ pub struct TableState {
     pub rls_forced: bool,
 }
 
-/// A policy on a marked table, as `pg_policies` shows it.
+/// What a policy does: everything `CREATE POLICY` takes besides its name and table.
+#[derive(Debug, Clone, PartialEq, Eq, QueryableByName)]
+pub struct PolicyDef {
+    /// `PERMISSIVE` or `RESTRICTIVE`.
+    #[diesel(sql_type = Text)]
+    pub permissive: String,
+    /// `ALL`, `SELECT`, ...
+    #[diesel(sql_type = Text)]
+    pub cmd: String,
+    /// Roles the policy applies to (`public` for all).
+    #[diesel(sql_type = Array<Text>)]
+    pub roles: Vec<String>,
+    /// The `USING` expression, as the server deparses it.
+    #[diesel(sql_type = Nullable<Text>)]
+    pub using: Option<String>,
+    /// The `WITH CHECK` expression, as the server deparses it.
+    #[diesel(sql_type = Nullable<Text>)]
+    pub check: Option<String>,
+}
+
+impl std::fmt::Display for PolicyDef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "AS {} FOR {} TO {}",
+            self.permissive,
+            self.cmd,
+            self.roles.join(", ")
+        )?;
+        if let Some(using) = &self.using {
+            write!(f, " USING ({using})")?;
+        }
+        if let Some(check) = &self.check {
+            write!(f, " WITH CHECK ({check})")?;
+        }
+        Ok(())
+    }
+}
+
+/// A policy on a marked table, or one of ours anywhere, as `pg_policies` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, QueryableByName)]
 pub struct PolicyState {
     /// Schema.
@@ -69,21 +167,9 @@ pub struct PolicyState {
     /// Policy name.
     #[diesel(sql_type = Text)]
     pub name: String,
-    /// `PERMISSIVE` or `RESTRICTIVE`.
-    #[diesel(sql_type = Text)]
-    pub permissive: String,
-    /// Roles the policy applies to (`public` for all).
-    #[diesel(sql_type = Array<Text>)]
-    pub roles: Vec<String>,
-    /// `ALL`, `SELECT`, ...
-    #[diesel(sql_type = Text)]
-    pub cmd: String,
-    /// The deparsed `USING` expression.
-    #[diesel(sql_type = Nullable<Text>)]
-    pub qual: Option<String>,
-    /// The deparsed `WITH CHECK` expression.
-    #[diesel(sql_type = Nullable<Text>)]
-    pub with_check: Option<String>,
+    /// What it does.
+    #[diesel(embed)]
+    pub def: PolicyDef,
 }
 
 /// A privilege granted directly on a table or sequence.
@@ -132,10 +218,10 @@ pub struct ProbeKey {
 /// How PostgreSQL itself deparses our policies, to compare with `pg_policies` exactly.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExpectedPolicies {
-    /// The isolation policy's deparsed expression per tenant column and type.
-    pub isolation: Vec<(ProbeKey, String)>,
-    /// The admin policy's deparsed expression.
-    pub admin: String,
+    /// The isolation policy per tenant column and type.
+    pub isolation: Vec<(ProbeKey, PolicyDef)>,
+    /// The admin policy; `None` when the admin role does not exist (it cannot be named).
+    pub admin: Option<PolicyDef>,
 }
 
 /// Everything `verify` and the CLI compare against.
@@ -143,11 +229,17 @@ pub struct ExpectedPolicies {
 pub struct Catalog {
     /// The tenant and admin roles.
     pub roles: Vec<RoleState>,
+    /// Whether each login role asked about is a member of each of our roles.
+    pub memberships: Vec<Membership>,
     /// The connecting role.
     pub login: LoginState,
-    /// The marked tables that exist.
+    /// Our roles' `USAGE` on the schemas of the marked tables.
+    pub schema_usage: Vec<SchemaUsage>,
+    /// The marked tables that exist, and every table carrying a policy named like ours.
     pub tables: Vec<TableState>,
-    /// Every policy on the marked tables.
+    /// The tenant columns of the marked tables that exist.
+    pub columns: Vec<ColumnState>,
+    /// Every policy on those tables.
     pub policies: Vec<PolicyState>,
     /// Direct grants on the marked tables.
     pub table_privileges: Vec<Privilege>,
@@ -159,39 +251,85 @@ pub struct Catalog {
     pub expected: ExpectedPolicies,
 }
 
-#[derive(QueryableByName)]
-struct DeparsedPolicy {
-    #[diesel(sql_type = Text)]
-    table: String,
-    #[diesel(sql_type = Text)]
-    name: String,
-    #[diesel(sql_type = Nullable<Text>)]
-    qual: Option<String>,
+/// A marked table as [`read`] takes it: where it is and its tenant column.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct MarkedTable {
+    /// The table.
+    pub table: QualifiedName,
+    /// Its tenant column and type.
+    pub key: ProbeKey,
 }
 
 const TABLES: &str = "unnest($1::text[], $2::text[]) AS t(schema, name)";
 
-/// Reads the catalog for `tables` with `config`'s names: eight statements (four reads and
-/// a rolled-back probe transaction) whatever the number of tables.
+/// The marked tables (`$1` schemas, `$2` names) and every table carrying one of our
+/// policy names (`$3`).
+const TABLES_AND_OURS: &str = "(SELECT * FROM unnest($1::text[], $2::text[])
+       UNION SELECT schemaname::text, tablename::text FROM pg_policies WHERE policyname = ANY($3::text[])
+     ) AS t(schema, name)";
+
+/// The tenant columns of `tables` that exist, in one query.
+pub async fn columns(
+    conn: &mut AsyncPgConnection,
+    tables: &[(QualifiedName, String)],
+) -> Result<Vec<ColumnState>, diesel::result::Error> {
+    let schemas: Vec<&str> = tables.iter().map(|(t, _)| t.schema.as_str()).collect();
+    let names: Vec<&str> = tables.iter().map(|(t, _)| t.name.as_str()).collect();
+    let columns: Vec<&str> = tables.iter().map(|(_, c)| c.as_str()).collect();
+    diesel::sql_query(
+        "SELECT t.schema, t.name AS table, t.col AS column,
+                format_type(a.atttypid, a.atttypmod) AS type_name, a.attnotnull AS not_null
+         FROM unnest($1::text[], $2::text[], $3::text[]) AS t(schema, name, col)
+         JOIN pg_namespace n ON n.nspname = t.schema
+         JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = t.name
+         JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = t.col AND a.attnum > 0 AND NOT a.attisdropped
+         ORDER BY 1, 2",
+    )
+    .bind::<Array<Text>, _>(&schemas)
+    .bind::<Array<Text>, _>(&names)
+    .bind::<Array<Text>, _>(&columns)
+    .load::<ColumnState>(conn)
+    .await
+}
+
+/// Reads the catalog for `tables` with `config`'s names, checking the membership of each
+/// of `members` (the connecting role when empty) in our roles: a fixed number of
+/// statements (nine reads and a rolled-back probe transaction) whatever the number of
+/// tables.
 pub async fn read(
     conn: &mut AsyncPgConnection,
     config: &Config,
-    tables: &[(QualifiedName, ProbeKey)],
+    tables: &[MarkedTable],
+    members: &[String],
 ) -> Result<Catalog, diesel::result::Error> {
-    let schemas: Vec<String> = tables.iter().map(|(t, _)| t.schema.clone()).collect();
-    let names: Vec<String> = tables.iter().map(|(t, _)| t.name.clone()).collect();
+    let schemas: Vec<&str> = tables.iter().map(|t| t.table.schema.as_str()).collect();
+    let names: Vec<&str> = tables.iter().map(|t| t.table.name.as_str()).collect();
+    let our_roles = [config.tenant_role(), config.admin_role()];
+    let our_policies = [config.isolation_policy(), config.admin_policy()];
 
     let roles = diesel::sql_query(
-        "SELECT r.name, (o.oid IS NOT NULL) AS exists,
-                COALESCE(CASE WHEN o.oid IS NOT NULL THEN pg_has_role(session_user, o.oid, 'MEMBER') END, false) AS login_is_member
-         FROM unnest($1::text[]) WITH ORDINALITY AS r(name, i)
-         LEFT JOIN pg_roles o ON o.rolname = r.name ORDER BY r.i",
+        "SELECT r.name, EXISTS (SELECT FROM pg_roles o WHERE o.rolname = r.name) AS exists
+         FROM unnest($1::text[]) WITH ORDINALITY AS r(name, i) ORDER BY r.i",
     )
-    .bind::<Array<Text>, _>(vec![
-        config.tenant_role().to_string(),
-        config.admin_role().to_string(),
-    ])
+    .bind::<Array<Text>, _>(&our_roles[..])
     .load::<RoleState>(conn)
+    .await?;
+
+    // pg_has_role raises for a missing role, hence the joins guarding it.
+    let memberships = diesel::sql_query(
+        "SELECT r.name AS role, m.name AS member,
+                COALESCE(CASE WHEN ro.oid IS NOT NULL AND mo.oid IS NOT NULL
+                              THEN pg_has_role(mo.oid, ro.oid, 'MEMBER') END, false) AS is_member
+         FROM unnest(CASE WHEN cardinality($2::text[]) = 0 THEN ARRAY[session_user::text] ELSE $2::text[] END)
+              WITH ORDINALITY AS m(name, i)
+         CROSS JOIN unnest($1::text[]) WITH ORDINALITY AS r(name, j)
+         LEFT JOIN pg_roles ro ON ro.rolname = r.name
+         LEFT JOIN pg_roles mo ON mo.rolname = m.name
+         ORDER BY m.i, r.j",
+    )
+    .bind::<Array<Text>, _>(&our_roles[..])
+    .bind::<Array<Text>, _>(members)
+    .load::<Membership>(conn)
     .await?;
 
     let login = diesel::sql_query(
@@ -201,27 +339,50 @@ pub async fn read(
     .get_result::<LoginState>(conn)
     .await?;
 
+    let schema_usage = diesel::sql_query(
+        "SELECT s.schema, r.name AS role,
+                COALESCE(CASE WHEN o.oid IS NOT NULL AND n.oid IS NOT NULL
+                              THEN has_schema_privilege(o.oid, n.oid, 'USAGE') END, false) AS usage
+         FROM (SELECT DISTINCT unnest($1::text[]) AS schema) s
+         CROSS JOIN unnest($2::text[]) WITH ORDINALITY AS r(name, i)
+         LEFT JOIN pg_namespace n ON n.nspname = s.schema
+         LEFT JOIN pg_roles o ON o.rolname = r.name
+         ORDER BY s.schema, r.i",
+    )
+    .bind::<Array<Text>, _>(&schemas)
+    .bind::<Array<Text>, _>(&our_roles[..])
+    .load::<SchemaUsage>(conn)
+    .await?;
+
     let table_states = diesel::sql_query(format!(
         "SELECT t.schema, t.name, c.relrowsecurity AS rls_enabled, c.relforcerowsecurity AS rls_forced
-         FROM {TABLES}
+         FROM {TABLES_AND_OURS}
          JOIN pg_namespace n ON n.nspname = t.schema
          JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = t.name AND c.relkind IN ('r', 'p')
          ORDER BY 1, 2"
     ))
     .bind::<Array<Text>, _>(&schemas)
     .bind::<Array<Text>, _>(&names)
+    .bind::<Array<Text>, _>(&our_policies[..])
     .load::<TableState>(conn)
     .await?;
 
+    let column_keys: Vec<(QualifiedName, String)> = tables
+        .iter()
+        .map(|t| (t.table.clone(), t.key.column.clone()))
+        .collect();
+    let tenant_columns = columns(conn, &column_keys).await?;
+
     let policies = diesel::sql_query(format!(
         "SELECT p.schemaname::text AS schema, p.tablename::text AS table, p.policyname::text AS name,
-                p.permissive, p.roles::text[] AS roles, p.cmd, p.qual, p.with_check
-         FROM {TABLES}
+                p.permissive, p.roles::text[] AS roles, p.cmd, p.qual AS using, p.with_check AS check
+         FROM {TABLES_AND_OURS}
          JOIN pg_policies p ON p.schemaname = t.schema AND p.tablename = t.name
          ORDER BY 1, 2, 3"
     ))
     .bind::<Array<Text>, _>(&schemas)
     .bind::<Array<Text>, _>(&names)
+    .bind::<Array<Text>, _>(&our_policies[..])
     .load::<PolicyState>(conn)
     .await?;
 
@@ -266,7 +427,7 @@ pub async fn read(
     .load::<Privilege>(conn)
     .await?;
 
-    let mut keys: Vec<ProbeKey> = tables.iter().map(|(_, key)| key.clone()).collect();
+    let mut keys: Vec<ProbeKey> = tables.iter().map(|t| t.key.clone()).collect();
     keys.sort();
     keys.dedup();
     let admin_exists = roles
@@ -276,8 +437,11 @@ pub async fn read(
 
     Ok(Catalog {
         roles,
+        memberships,
         login,
+        schema_usage,
         tables: table_states,
+        columns: tenant_columns,
         policies,
         table_privileges,
         sequences,
@@ -330,41 +494,46 @@ async fn probe(
     AnsiTransactionManager::rollback_transaction(conn).await?;
     let deparsed = deparsed?;
 
-    let qual_of = |table: &str, name: &str| {
+    let def_of = |table: &str, name: &str| {
         deparsed
             .iter()
             .find(|p| p.table == table && p.name == name)
-            .and_then(|p| p.qual.clone())
-            .unwrap_or_default()
+            .map(|p| p.def.clone())
     };
+    let isolation = keys
+        .iter()
+        .enumerate()
+        .map(|(i, key)| {
+            let table = format!("tenants_probe_{}", i + 1);
+            def_of(&table, config.isolation_policy())
+                .map(|def| (key.clone(), def))
+                .ok_or_else(|| probe_error(&table))
+        })
+        .collect::<Result<_, _>>()?;
     Ok(ExpectedPolicies {
-        isolation: keys
-            .iter()
-            .enumerate()
-            .map(|(i, key)| {
-                (
-                    key.clone(),
-                    qual_of(
-                        &format!("tenants_probe_{}", i + 1),
-                        config.isolation_policy(),
-                    ),
-                )
-            })
-            .collect(),
-        admin: qual_of("tenants_probe_0", config.admin_policy()),
+        isolation,
+        admin: def_of("tenants_probe_0", config.admin_policy()),
     })
+}
+
+fn probe_error(table: &str) -> diesel::result::Error {
+    diesel::result::Error::QueryBuilderError(
+        format!("the probe policy on pg_temp.{table} was not found after creating it").into(),
+    )
 }
 
 async fn probe_in_transaction(
     conn: &mut AsyncPgConnection,
     ddl: &str,
-) -> Result<Vec<DeparsedPolicy>, diesel::result::Error> {
+) -> Result<Vec<PolicyState>, diesel::result::Error> {
     conn.batch_execute(ddl).await?;
     diesel::sql_query(
-        "SELECT tablename::text AS table, policyname::text AS name, qual FROM pg_policies
+        "SELECT schemaname::text AS schema, tablename::text AS table, policyname::text AS name,
+                permissive, roles::text[] AS roles, cmd, qual AS using, with_check AS check
+         FROM pg_policies
          WHERE schemaname = (SELECT nspname FROM pg_namespace WHERE oid = pg_my_temp_schema())
            AND tablename LIKE 'tenants\\_probe\\_%'",
     )
-    .load::<DeparsedPolicy>(conn)
+    .load::<PolicyState>(conn)
     .await
 }

@@ -376,12 +376,12 @@ pub trait AsyncTenantTransactionExt: Send {
 static DEFAULT_CONFIG: std::sync::LazyLock<Config> = std::sync::LazyLock::new(Config::default);
 
 impl AsyncTenantTransactionExt for AsyncPgConnection {
-    fn scoped_transaction<'a, R, E, F>(
+    async fn scoped_transaction<'a, R, E, F>(
         &'a mut self,
         config: &'a Config,
         scope: Scope,
         f: F,
-    ) -> impl Future<Output = Result<R, E>> + Send + 'a
+    ) -> Result<R, E>
     where
         for<'r> F: AsyncFnOnce(&'r mut AsyncPgConnection) -> Result<R, E>
             + ScopedFn<&'r mut AsyncPgConnection, Result<R, E>, Fut: Send>
@@ -390,13 +390,11 @@ impl AsyncTenantTransactionExt for AsyncPgConnection {
         E: From<Error> + Send + 'a,
         R: Send + 'a,
     {
-        async move {
-            AnsiTransactionManager::begin_transaction_sql(self, &scope.begin_sql(config))
-                .await
-                .map_err(Error::from)?;
-            let result = f(&mut *self).await;
-            finish(self, result).await
-        }
+        AnsiTransactionManager::begin_transaction_sql(self, &scope.begin_sql(config))
+            .await
+            .map_err(Error::from)?;
+        let result = f(&mut *self).await;
+        finish(self, result).await
     }
 
     fn tenant_transaction<'a, R, E, F>(

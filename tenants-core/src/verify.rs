@@ -5,11 +5,11 @@ use std::fmt;
 
 use diesel_async::AsyncPgConnection;
 
-use crate::catalog::{self, Catalog, ProbeKey};
+use crate::catalog::{self, Catalog, MarkedTable, PolicyDef, ProbeKey};
 use crate::config::Config;
 use crate::error::Error;
 use crate::policy::QualifiedName;
-use crate::registry::RlsTable;
+use crate::registry::{RlsTable, TenantSqlType};
 
 /// How much a finding matters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -37,17 +37,42 @@ pub enum Finding {
         /// The role.
         role: String,
     },
-    /// The connecting role cannot `SET ROLE` to one of our roles.
+    /// A login role cannot `SET ROLE` to one of our roles.
     RoleNotGranted {
         /// The role.
         role: String,
-        /// The connecting role.
+        /// The login role.
         login: String,
+    },
+    /// One of our roles cannot use a schema holding marked tables.
+    SchemaUsageMissing {
+        /// The schema.
+        schema: String,
+        /// The role.
+        role: String,
     },
     /// A marked table does not exist.
     TableMissing {
         /// The table.
         table: QualifiedName,
+    },
+    /// A marked table has no column by the tenant column's name.
+    ColumnMissing {
+        /// The table.
+        table: QualifiedName,
+        /// The tenant column.
+        column: String,
+    },
+    /// The tenant column's type in the database is not the one the code says.
+    ColumnTypeMismatch {
+        /// The table.
+        table: QualifiedName,
+        /// The tenant column.
+        column: String,
+        /// The type the code says.
+        expected: TenantSqlType,
+        /// The type in the database, as `format_type` prints it.
+        actual: String,
     },
     /// `ENABLE ROW LEVEL SECURITY` is off.
     RlsDisabled {
@@ -73,9 +98,18 @@ pub enum Finding {
         /// The policy.
         policy: String,
         /// What the contract says, as PostgreSQL deparses it.
-        expected: String,
+        expected: Box<PolicyDef>,
         /// What the database has.
-        actual: String,
+        actual: Box<PolicyDef>,
+    },
+    /// A table carries one of our policies but is not marked (a warning: `tenants
+    /// generate` removes it, and `verify` in a binary that links only some marked crates
+    /// would see this for the others).
+    PolicyOnUnmarkedTable {
+        /// The table.
+        table: QualifiedName,
+        /// The policy.
+        policy: String,
     },
     /// A table privilege our roles need is not granted.
     TableGrantMissing {
@@ -109,7 +143,9 @@ impl Finding {
     /// Errors fail `verify`; warnings are reported only.
     pub fn severity(&self) -> Severity {
         match self {
-            Finding::LoginBypassesRls { .. } => Severity::Warning,
+            Finding::LoginBypassesRls { .. } | Finding::PolicyOnUnmarkedTable { .. } => {
+                Severity::Warning
+            }
             _ => Severity::Error,
         }
     }
@@ -122,7 +158,27 @@ impl fmt::Display for Finding {
             Finding::RoleNotGranted { role, login } => {
                 write!(f, "login role \"{login}\" is not a member of \"{role}\"")
             }
+            Finding::SchemaUsageMissing { schema, role } => {
+                write!(f, "schema \"{schema}\": USAGE is not granted to \"{role}\"")
+            }
             Finding::TableMissing { table } => write!(f, "{table}: table does not exist"),
+            Finding::ColumnMissing { table, column } => {
+                write!(f, "{table}: tenant column \"{column}\" does not exist")
+            }
+            Finding::ColumnTypeMismatch {
+                table,
+                column,
+                expected,
+                actual,
+            } => write!(
+                f,
+                "{table}: tenant column \"{column}\" is {actual}, the code says {}",
+                expected.pg_name()
+            ),
+            Finding::PolicyOnUnmarkedTable { table, policy } => write!(
+                f,
+                "warning: {table}: carries policy \"{policy}\" but is not marked #[with_rls]"
+            ),
             Finding::RlsDisabled { table } => {
                 write!(f, "{table}: row level security is not enabled")
             }
@@ -204,50 +260,91 @@ impl fmt::Display for VerifyReport {
 const TABLE_PRIVILEGES: [&str; 4] = ["SELECT", "INSERT", "UPDATE", "DELETE"];
 const SEQUENCE_PRIVILEGES: [&str; 2] = ["USAGE", "SELECT"];
 
-/// The probe keys of `tables`, as [`catalog::read`] takes them.
-pub fn catalog_keys(tables: &[RlsTable]) -> Vec<(QualifiedName, ProbeKey)> {
+/// The registry's tables as [`catalog::read`] takes them.
+pub fn marked_tables(tables: &[RlsTable]) -> Vec<MarkedTable> {
     tables
         .iter()
-        .map(|t| {
-            (
-                QualifiedName::new(t.schema, t.name),
-                ProbeKey {
-                    column: t.tenant_column.to_string(),
-                    sql_type: t.sql_type,
-                },
-            )
+        .map(|t| MarkedTable {
+            table: QualifiedName::new(t.schema, t.name),
+            key: ProbeKey {
+                column: t.tenant_column.to_string(),
+                sql_type: t.sql_type,
+            },
         })
         .collect()
 }
 
 /// Compares `catalog` with the contract for `tables`; pure, so the CLI shares it.
-pub fn compare(config: &Config, tables: &[RlsTable], catalog: &Catalog) -> VerifyReport {
+///
+/// Findings come in a fixed order: roles, memberships, schema usage, then per table
+/// (sorted) its existence, column, RLS flags, policies and grants, then tables carrying our
+/// policies without being marked, then the login role's bypass.
+pub fn compare(config: &Config, tables: &[MarkedTable], catalog: &Catalog) -> VerifyReport {
     let mut findings = Vec::new();
     let our_roles = [config.tenant_role(), config.admin_role()];
+    let mut tables: Vec<&MarkedTable> = tables.iter().collect();
+    tables.sort();
 
-    for role in &catalog.roles {
-        if !role.exists {
-            findings.push(Finding::RoleMissing {
-                role: role.name.clone(),
-            });
-        } else if !role.login_is_member {
-            findings.push(Finding::RoleNotGranted {
-                role: role.name.clone(),
-                login: catalog.login.name.clone(),
-            });
+    findings.extend(
+        catalog
+            .roles
+            .iter()
+            .filter(|r| !r.exists)
+            .map(|r| Finding::RoleMissing {
+                role: r.name.clone(),
+            }),
+    );
+    findings.extend(
+        catalog
+            .memberships
+            .iter()
+            .filter(|m| !m.is_member)
+            .map(|m| Finding::RoleNotGranted {
+                role: m.role.clone(),
+                login: m.member.clone(),
+            }),
+    );
+    findings.extend(catalog.schema_usage.iter().filter(|u| !u.usage).map(|u| {
+        Finding::SchemaUsageMissing {
+            schema: u.schema.clone(),
+            role: u.role.clone(),
         }
-    }
+    }));
 
-    for table in tables {
-        let name = QualifiedName::new(table.schema, table.name);
+    for marked in &tables {
+        let name = &marked.table;
         let Some(state) = catalog
             .tables
             .iter()
-            .find(|t| t.schema == table.schema && t.name == table.name)
+            .find(|t| t.schema == name.schema && t.name == name.name)
         else {
-            findings.push(Finding::TableMissing { table: name });
+            findings.push(Finding::TableMissing {
+                table: name.clone(),
+            });
             continue;
         };
+        let column = catalog.columns.iter().find(|c| {
+            c.schema == name.schema && c.table == name.name && c.column == marked.key.column
+        });
+        match column {
+            None => {
+                findings.push(Finding::ColumnMissing {
+                    table: name.clone(),
+                    column: marked.key.column.clone(),
+                });
+                continue;
+            }
+            Some(c) if catalog::tenant_type_of(&c.type_name) != Some(marked.key.sql_type) => {
+                findings.push(Finding::ColumnTypeMismatch {
+                    table: name.clone(),
+                    column: marked.key.column.clone(),
+                    expected: marked.key.sql_type,
+                    actual: c.type_name.clone(),
+                });
+                continue;
+            }
+            Some(_) => {}
+        }
         if !state.rls_enabled {
             findings.push(Finding::RlsDisabled {
                 table: name.clone(),
@@ -259,45 +356,36 @@ pub fn compare(config: &Config, tables: &[RlsTable], catalog: &Catalog) -> Verif
             });
         }
 
-        let key = ProbeKey {
-            column: table.tenant_column.to_string(),
-            sql_type: table.sql_type,
-        };
         let isolation = catalog
             .expected
             .isolation
             .iter()
-            .find(|(k, _)| *k == key)
-            .map(|(_, e)| e.as_str())
-            .unwrap_or_default();
-        check_policy(
-            &mut findings,
-            catalog,
-            &name,
-            config.isolation_policy(),
-            "public",
-            isolation,
-        );
-        let admin_exists = catalog
-            .roles
-            .iter()
-            .any(|r| r.name == config.admin_role() && r.exists);
-        if admin_exists {
+            .find(|(k, _)| *k == marked.key)
+            .map(|(_, def)| def);
+        if let Some(expected) = isolation {
             check_policy(
                 &mut findings,
                 catalog,
-                &name,
+                name,
+                config.isolation_policy(),
+                expected,
+            );
+        }
+        if let Some(expected) = &catalog.expected.admin {
+            check_policy(
+                &mut findings,
+                catalog,
+                name,
                 config.admin_policy(),
-                config.admin_role(),
-                &catalog.expected.admin,
+                expected,
             );
         }
 
         for role in our_roles {
             for privilege in TABLE_PRIVILEGES {
                 let granted = catalog.table_privileges.iter().any(|p| {
-                    p.schema == table.schema
-                        && p.name == table.name
+                    p.schema == name.schema
+                        && p.name == name.name
                         && p.grantee == role
                         && p.privilege == privilege
                 });
@@ -313,7 +401,7 @@ pub fn compare(config: &Config, tables: &[RlsTable], catalog: &Catalog) -> Verif
         for sequence in catalog
             .sequences
             .iter()
-            .filter(|s| s.table_schema == table.schema && s.table_name == table.name)
+            .filter(|s| s.table_schema == name.schema && s.table_name == name.name)
         {
             for role in our_roles {
                 for privilege in SEQUENCE_PRIVILEGES {
@@ -332,6 +420,19 @@ pub fn compare(config: &Config, tables: &[RlsTable], catalog: &Catalog) -> Verif
                     }
                 }
             }
+        }
+    }
+
+    let our_policies = [config.isolation_policy(), config.admin_policy()];
+    for policy in &catalog.policies {
+        let marked = tables
+            .iter()
+            .any(|t| t.table.schema == policy.schema && t.table.name == policy.table);
+        if !marked && our_policies.contains(&policy.name.as_str()) {
+            findings.push(Finding::PolicyOnUnmarkedTable {
+                table: QualifiedName::new(&policy.schema, &policy.table),
+                policy: policy.name.clone(),
+            });
         }
     }
 
@@ -358,38 +459,24 @@ fn check_policy(
     catalog: &Catalog,
     table: &QualifiedName,
     policy: &str,
-    role: &str,
-    expected: &str,
+    expected: &PolicyDef,
 ) {
-    let Some(actual) = catalog
+    let actual = catalog
         .policies
         .iter()
-        .find(|p| p.schema == table.schema && p.table == table.name && p.name == policy)
-    else {
-        findings.push(Finding::PolicyMissing {
+        .find(|p| p.schema == table.schema && p.table == table.name && p.name == policy);
+    match actual {
+        None => findings.push(Finding::PolicyMissing {
             table: table.clone(),
             policy: policy.to_string(),
-        });
-        return;
-    };
-    let describe = |permissive: &str, cmd: &str, roles: &str, using: &str, check: &str| {
-        format!("{permissive} FOR {cmd} TO {roles} USING ({using}) WITH CHECK ({check})")
-    };
-    let want = describe("PERMISSIVE", "ALL", role, expected, expected);
-    let have = describe(
-        &actual.permissive,
-        &actual.cmd,
-        &actual.roles.join(", "),
-        actual.qual.as_deref().unwrap_or(""),
-        actual.with_check.as_deref().unwrap_or(""),
-    );
-    if want != have {
-        findings.push(Finding::PolicyDiffers {
+        }),
+        Some(actual) if actual.def != *expected => findings.push(Finding::PolicyDiffers {
             table: table.clone(),
             policy: policy.to_string(),
-            expected: want,
-            actual: have,
-        });
+            expected: Box::new(expected.clone()),
+            actual: Box::new(actual.def.clone()),
+        }),
+        Some(_) => {}
     }
 }
 
@@ -399,8 +486,9 @@ pub(crate) async fn verify_async(
     config: &Config,
     tables: &[RlsTable],
 ) -> Result<VerifyReport, Error> {
-    let catalog = catalog::read(conn, config, &catalog_keys(tables)).await?;
-    let report = compare(config, tables, &catalog);
+    let tables = marked_tables(tables);
+    let catalog = catalog::read(conn, config, &tables, &[]).await?;
+    let report = compare(config, &tables, &catalog);
     if report.is_ok() {
         Ok(report)
     } else {

@@ -11,6 +11,7 @@ use crate::isolation::items_varchar::items_varchar;
 #[tenants_core::with_rls]
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = items_text)]
+#[expect(dead_code, reason = "declared for its registry entry only")]
 pub struct TextItem {
     pub id: i32,
     pub name: String,

@@ -30,10 +30,11 @@ fn superuser_warning() -> Finding {
 
 async fn findings(url: &str, config: &Config, tables: &[RlsTable]) -> Vec<Finding> {
     let mut conn = AsyncPgConnection::establish(url).await.expect("connect");
-    let catalog = catalog::read(&mut conn, config, &verify::catalog_keys(tables))
+    let marked = verify::marked_tables(tables);
+    let catalog = catalog::read(&mut conn, config, &marked, &[])
         .await
         .expect("read catalog");
-    verify::compare(config, tables, &catalog).findings
+    verify::compare(config, &marked, &catalog).findings
 }
 
 /// A database with `items_text` under the contract, then `breakage` applied.
@@ -114,18 +115,24 @@ async fn policy_with_another_expression() {
             actual,
         } => {
             assert_eq!((t, policy.as_str()), (&table(), "tenants_isolation"));
+            let expected = expected.to_string();
             assert!(
                 expected.contains("current_setting('tenants.current_tenant'"),
                 "{expected}"
             );
-            assert!(actual.contains("USING (true)"), "{actual}");
+            assert!(
+                actual
+                    .to_string()
+                    .ends_with("USING (true) WITH CHECK (true)"),
+                "{actual}"
+            );
         }
         other => panic!("expected PolicyDiffers, got {other}"),
     }
 }
 
 #[tokio::test]
-async fn policy_for_another_setting_or_type_differs() {
+async fn another_setting_type_or_column_in_the_code() {
     let db = TestDb::new();
     let mut conn = db.connect();
     create_marked_table(
@@ -144,15 +151,104 @@ async fn policy_for_another_setting_or_type_differs() {
         matches!(&found[..], [Finding::PolicyDiffers { policy, .. }, _] if policy == "tenants_isolation"),
         "{found:?}"
     );
-    // The code now says the column is varchar: the cast differs.
+    // The code now says the column is varchar: the database disagrees.
     let retyped = RlsTable {
         sql_type: TenantSqlType::VarChar,
         ..TABLE
     };
     let found = findings(&db.url(), &Config::default(), &[retyped]).await;
-    assert!(
-        matches!(&found[..], [Finding::PolicyDiffers { policy, .. }, _] if policy == "tenants_isolation"),
-        "{found:?}"
+    assert_eq!(
+        found,
+        [
+            Finding::ColumnTypeMismatch {
+                table: table(),
+                column: "tenant".into(),
+                expected: TenantSqlType::VarChar,
+                actual: "text".into()
+            },
+            superuser_warning()
+        ]
+    );
+    // The code names another tenant column.
+    let renamed_column = RlsTable {
+        tenant_column: "org_id",
+        ..TABLE
+    };
+    let found = findings(&db.url(), &Config::default(), &[renamed_column]).await;
+    assert_eq!(
+        found,
+        [
+            Finding::ColumnMissing {
+                table: table(),
+                column: "org_id".into()
+            },
+            superuser_warning()
+        ]
+    );
+}
+
+#[tokio::test]
+async fn schema_usage_missing() {
+    let db = TestDb::new();
+    let mut conn = db.connect();
+    conn.batch_execute("CREATE SCHEMA sales").expect("schema");
+    let config = Config::default();
+    batch_locked(
+        &mut conn,
+        &tenants_core::policy::render_up(&config, &tenants_core::policy::setup(&config, &[], &[])),
+    );
+    conn.batch_execute(
+        "CREATE TABLE sales.items_text (id serial PRIMARY KEY, tenant text NOT NULL)",
+    )
+    .expect("table");
+    let in_sales = RlsTable {
+        schema: "sales",
+        ..TABLE
+    };
+    let found = findings(&db.url(), &config, &[in_sales]).await;
+    assert_eq!(
+        found[..2],
+        [
+            Finding::SchemaUsageMissing {
+                schema: "sales".into(),
+                role: "tenants_user".into()
+            },
+            Finding::SchemaUsageMissing {
+                schema: "sales".into(),
+                role: "tenants_admin".into()
+            },
+        ]
+    );
+}
+
+#[tokio::test]
+async fn our_policy_on_an_unmarked_table_is_a_warning() {
+    let db = TestDb::new();
+    let mut conn = db.connect();
+    let config = Config::default();
+    create_marked_table(
+        &mut conn,
+        &config,
+        Login::Superuser,
+        "items_text",
+        "text",
+        TenantSqlType::Text,
+    );
+    // Nothing is marked any more.
+    let found = findings(&db.url(), &config, &[]).await;
+    assert_eq!(
+        found,
+        [
+            Finding::PolicyOnUnmarkedTable {
+                table: table(),
+                policy: "tenants_admin".into()
+            },
+            Finding::PolicyOnUnmarkedTable {
+                table: table(),
+                policy: "tenants_isolation".into()
+            },
+            superuser_warning()
+        ]
     );
 }
 
@@ -224,15 +320,25 @@ async fn role_missing() {
         .expect("config");
     let found = findings(&db.url(), &config, &[TABLE]).await;
     assert_eq!(
-        found[0],
-        Finding::RoleMissing {
-            role: "tenants_test_no_such_role".into()
-        }
+        found[..3],
+        [
+            Finding::RoleMissing {
+                role: "tenants_test_no_such_role".into()
+            },
+            Finding::RoleNotGranted {
+                role: "tenants_test_no_such_role".into(),
+                login: "postgres".into()
+            },
+            Finding::SchemaUsageMissing {
+                schema: "public".into(),
+                role: "tenants_test_no_such_role".into()
+            },
+        ]
     );
-    // Everything else reported is that role's missing grants (4 on the table, 2 on each of
-    // the serial's and the identity's sequences), then the superuser warning.
-    assert_eq!(found.len(), 1 + 4 + 2 * 2 + 1, "{found:?}");
-    assert!(found[1..9].iter().all(|f| matches!(f,
+    // Then that role's missing grants (4 on the table, 2 on each of the serial's and the
+    // identity's sequences), then the superuser warning.
+    assert_eq!(found.len(), 3 + 4 + 2 * 2 + 1, "{found:?}");
+    assert!(found[3..11].iter().all(|f| matches!(f,
         Finding::TableGrantMissing { role, .. } | Finding::SequenceGrantMissing { role, .. }
             if role == "tenants_test_no_such_role")));
 }
