@@ -6,9 +6,11 @@
 
 use std::fmt;
 
+use crate::catalog::{Catalog, MarkedTable, PolicyDef};
 use crate::config::Config;
 use crate::registry::{RlsTable, TenantSqlType};
 use crate::tenant::{quote_ident, quote_literal};
+use crate::verify::{self, Finding};
 
 /// A schema-qualified name, rendered quoted: `"public"."todo_item"`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -101,10 +103,12 @@ pub enum Change {
         /// The login role receiving it.
         member: Grantee,
     },
-    /// `GRANT USAGE ON SCHEMA` to the tenant and admin roles.
+    /// `GRANT USAGE ON SCHEMA`.
     GrantSchemaUsage {
         /// The schema.
         schema: String,
+        /// The roles receiving it.
+        roles: Vec<String>,
     },
     /// `ENABLE ROW LEVEL SECURITY`.
     EnableRls {
@@ -130,17 +134,44 @@ pub enum Change {
         /// The table.
         table: QualifiedName,
     },
-    /// `SELECT, INSERT, UPDATE, DELETE` on the table to the tenant and admin roles.
+    /// A policy as the catalog describes it: what [`Change::Undo`] restores when a policy
+    /// of ours with another definition is replaced or removed.
+    CreatePolicy {
+        /// The table.
+        table: QualifiedName,
+        /// The policy's name.
+        name: String,
+        /// Its definition, with the server's deparsed expressions.
+        def: PolicyDef,
+    },
+    /// Table privileges to roles (`SELECT, INSERT, UPDATE, DELETE` to both of ours, for
+    /// a table put under the contract from scratch).
     GrantTable {
         /// The table.
         table: QualifiedName,
+        /// The privileges, in `SELECT, INSERT, UPDATE, DELETE` order.
+        privileges: Vec<String>,
+        /// The roles receiving them.
+        roles: Vec<String>,
     },
-    /// `USAGE, SELECT` on a sequence to the tenant and admin roles.
+    /// Sequence privileges to roles (`USAGE, SELECT`), which tenants need to insert.
     GrantSequence {
         /// The sequence.
         sequence: QualifiedName,
+        /// The privileges, in `USAGE, SELECT` order.
+        privileges: Vec<String>,
+        /// The roles receiving them.
+        roles: Vec<String>,
     },
+    /// The inverse of a change: `up` is its `down` and the other way round (`DISABLE ROW
+    /// LEVEL SECURITY`, dropping a policy of ours from a table no longer marked, ...).
+    Undo(Box<Change>),
 }
+
+/// The privileges our roles need on a marked table, in the order they are rendered.
+pub const TABLE_PRIVILEGES: [&str; 4] = ["SELECT", "INSERT", "UPDATE", "DELETE"];
+/// The privileges our roles need on a marked table's sequences.
+pub const SEQUENCE_PRIVILEGES: [&str; 2] = ["USAGE", "SELECT"];
 
 /// The expression of the isolation policy for `column` of `sql_type` (`USING` and `WITH
 /// CHECK` alike). `(SELECT ...)` makes it an InitPlan, evaluated once per statement;
@@ -195,8 +226,10 @@ pub fn setup(config: &Config, tables: &[TableSpec], grant_to: &[Grantee]) -> Vec
             member: member.clone(),
         }));
     }
+    let role_names: Vec<String> = roles.iter().map(|r| r.to_string()).collect();
     changes.extend(schemas.into_iter().map(|schema| Change::GrantSchemaUsage {
         schema: schema.to_string(),
+        roles: role_names.clone(),
     }));
     for spec in tables {
         let table = spec.table.clone();
@@ -216,30 +249,58 @@ pub fn setup(config: &Config, tables: &[TableSpec], grant_to: &[Grantee]) -> Vec
         changes.push(Change::CreateAdminPolicy {
             table: table.clone(),
         });
-        changes.push(Change::GrantTable { table });
+        changes.push(Change::GrantTable {
+            table,
+            privileges: TABLE_PRIVILEGES.map(String::from).to_vec(),
+            roles: role_names.clone(),
+        });
         let mut sequences = spec.sequences.clone();
         sequences.sort();
-        changes.extend(
-            sequences
-                .into_iter()
-                .map(|sequence| Change::GrantSequence { sequence }),
-        );
+        changes.extend(sequences.into_iter().map(|sequence| Change::GrantSequence {
+            sequence,
+            privileges: SEQUENCE_PRIVILEGES.map(String::from).to_vec(),
+            roles: role_names.clone(),
+        }));
     }
     changes
 }
 
-impl Change {
-    fn our_roles(config: &Config) -> String {
-        format!(
-            "{}, {}",
-            quote_ident(config.tenant_role()),
-            quote_ident(config.admin_role())
-        )
-    }
+fn role_list(roles: &[String]) -> String {
+    roles
+        .iter()
+        .map(|r| {
+            // pg_policies lists PUBLIC as the pseudo-role `public`.
+            if r == "public" {
+                "PUBLIC".to_string()
+            } else {
+                quote_ident(r)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
+fn create_policy_sql(table: &QualifiedName, name: &str, def: &PolicyDef) -> String {
+    let mut sql = format!(
+        "CREATE POLICY {} ON {table} AS {} FOR {} TO {}",
+        quote_ident(name),
+        def.permissive,
+        def.cmd,
+        role_list(&def.roles)
+    );
+    if let Some(using) = &def.using {
+        sql.push_str(&format!("\n  USING ({using})"));
+    }
+    if let Some(check) = &def.check {
+        sql.push_str(&format!("\n  WITH CHECK ({check})"));
+    }
+    sql.push(';');
+    sql
+}
+
+impl Change {
     /// The statement that applies this change.
     pub fn up(&self, config: &Config) -> String {
-        let roles = Self::our_roles(config);
         match self {
             Change::CreateRole { role } => format!(
                 "DO $tenants$ BEGIN\n  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = {}) THEN\n    CREATE ROLE {} NOLOGIN;\n  END IF;\nEND $tenants$;",
@@ -249,9 +310,11 @@ impl Change {
             Change::GrantRole { role, member } => {
                 format!("GRANT {} TO {member};", quote_ident(role))
             }
-            Change::GrantSchemaUsage { schema } => {
-                format!("GRANT USAGE ON SCHEMA {} TO {roles};", quote_ident(schema))
-            }
+            Change::GrantSchemaUsage { schema, roles } => format!(
+                "GRANT USAGE ON SCHEMA {} TO {};",
+                quote_ident(schema),
+                role_list(roles)
+            ),
             Change::EnableRls { table } => {
                 format!("ALTER TABLE {table} ENABLE ROW LEVEL SECURITY;")
             }
@@ -275,18 +338,31 @@ impl Change {
                     quote_ident(config.admin_role())
                 )
             }
-            Change::GrantTable { table } => {
-                format!("GRANT SELECT, INSERT, UPDATE, DELETE ON {table} TO {roles};")
-            }
-            Change::GrantSequence { sequence } => {
-                format!("GRANT USAGE, SELECT ON SEQUENCE {sequence} TO {roles};")
-            }
+            Change::CreatePolicy { table, name, def } => create_policy_sql(table, name, def),
+            Change::GrantTable {
+                table,
+                privileges,
+                roles,
+            } => format!(
+                "GRANT {} ON {table} TO {};",
+                privileges.join(", "),
+                role_list(roles)
+            ),
+            Change::GrantSequence {
+                sequence,
+                privileges,
+                roles,
+            } => format!(
+                "GRANT {} ON SEQUENCE {sequence} TO {};",
+                privileges.join(", "),
+                role_list(roles)
+            ),
+            Change::Undo(change) => change.down(config),
         }
     }
 
     /// The statement that undoes [`Change::up`].
     pub fn down(&self, config: &Config) -> String {
-        let roles = Self::our_roles(config);
         match self {
             Change::CreateRole { role } => format!(
                 "DO $tenants$ BEGIN\n  IF EXISTS (SELECT FROM pg_roles r WHERE r.rolname = {literal}\n      AND NOT EXISTS (SELECT FROM pg_shdepend d WHERE d.refclassid = 'pg_authid'::regclass AND d.refobjid = r.oid)\n      AND NOT EXISTS (SELECT FROM pg_auth_members m WHERE r.oid IN (m.roleid, m.member))) THEN\n    DROP ROLE {ident};\n  END IF;\nEND $tenants$;",
@@ -296,12 +372,11 @@ impl Change {
             Change::GrantRole { role, member } => {
                 format!("REVOKE {} FROM {member};", quote_ident(role))
             }
-            Change::GrantSchemaUsage { schema } => {
-                format!(
-                    "REVOKE USAGE ON SCHEMA {} FROM {roles};",
-                    quote_ident(schema)
-                )
-            }
+            Change::GrantSchemaUsage { schema, roles } => format!(
+                "REVOKE USAGE ON SCHEMA {} FROM {};",
+                quote_ident(schema),
+                role_list(roles)
+            ),
             Change::EnableRls { table } => {
                 format!("ALTER TABLE {table} DISABLE ROW LEVEL SECURITY;")
             }
@@ -318,14 +393,325 @@ impl Change {
                     quote_ident(config.admin_policy())
                 )
             }
-            Change::GrantTable { table } => {
-                format!("REVOKE SELECT, INSERT, UPDATE, DELETE ON {table} FROM {roles};")
+            Change::CreatePolicy { table, name, .. } => {
+                format!("DROP POLICY {} ON {table};", quote_ident(name))
             }
-            Change::GrantSequence { sequence } => {
-                format!("REVOKE USAGE, SELECT ON SEQUENCE {sequence} FROM {roles};")
+            Change::GrantTable {
+                table,
+                privileges,
+                roles,
+            } => format!(
+                "REVOKE {} ON {table} FROM {};",
+                privileges.join(", "),
+                role_list(roles)
+            ),
+            Change::GrantSequence {
+                sequence,
+                privileges,
+                roles,
+            } => format!(
+                "REVOKE {} ON SEQUENCE {sequence} FROM {};",
+                privileges.join(", "),
+                role_list(roles)
+            ),
+            Change::Undo(change) => change.up(config),
+        }
+    }
+}
+
+/// Why no migration can be planned: the database lacks what the code marks. Nothing is
+/// to be written; run the table migrations (`diesel migration run`) first.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the database does not have what the code marks:\n{}", render_findings(.0))]
+pub struct PlanError(pub Vec<Finding>);
+
+fn render_findings(findings: &[Finding]) -> String {
+    findings.iter().map(|f| format!("  {f}\n")).collect()
+}
+
+/// The changes that bring the live database (`catalog`, read for `tables`) under the
+/// contract: exactly what [`verify::compare`] finds wrong, each finding turned into the
+/// change that mends it, plus the removal of our policies (and then RLS) from tables no
+/// longer marked. Empty when the database already matches.
+///
+/// A marked table or tenant column missing from the database, or of another type than
+/// the code says, is a [`PlanError`].
+pub fn plan(
+    config: &Config,
+    tables: &[MarkedTable],
+    catalog: &Catalog,
+) -> Result<Vec<Change>, PlanError> {
+    let report = verify::compare(config, tables, catalog);
+    let blocking: Vec<Finding> = report
+        .findings
+        .iter()
+        .filter(|f| {
+            matches!(
+                f,
+                Finding::TableMissing { .. }
+                    | Finding::ColumnMissing { .. }
+                    | Finding::ColumnTypeMismatch { .. }
+            )
+        })
+        .cloned()
+        .collect();
+    if !blocking.is_empty() {
+        return Err(PlanError(blocking));
+    }
+    let admin_role_missing = report
+        .findings
+        .iter()
+        .any(|f| matches!(f, Finding::RoleMissing { role } if role == config.admin_role()));
+
+    let mut changes: Vec<Change> = Vec::new();
+    let mut unmarked: Vec<QualifiedName> = Vec::new();
+    for finding in &report.findings {
+        match finding {
+            Finding::RoleMissing { role } => {
+                changes.push(Change::CreateRole { role: role.clone() })
+            }
+            Finding::RoleNotGranted { role, login } => changes.push(Change::GrantRole {
+                role: role.clone(),
+                member: Grantee::Role(login.clone()),
+            }),
+            Finding::SchemaUsageMissing { schema, role } => merge_grant(
+                &mut changes,
+                Change::GrantSchemaUsage {
+                    schema: schema.clone(),
+                    roles: vec![role.clone()],
+                },
+            ),
+            Finding::RlsDisabled { table } => changes.push(Change::EnableRls {
+                table: table.clone(),
+            }),
+            Finding::RlsNotForced { table } => changes.push(Change::ForceRls {
+                table: table.clone(),
+            }),
+            Finding::PolicyMissing { table, policy } => {
+                changes.push(create_ours(config, tables, table, policy));
+            }
+            Finding::PolicyDiffers {
+                table,
+                policy,
+                actual,
+                ..
+            } => {
+                changes.push(Change::Undo(Box::new(Change::CreatePolicy {
+                    table: table.clone(),
+                    name: policy.clone(),
+                    def: (**actual).clone(),
+                })));
+                changes.push(create_ours(config, tables, table, policy));
+            }
+            Finding::TableGrantMissing {
+                table,
+                role,
+                privilege,
+            } => merge_grant(
+                &mut changes,
+                Change::GrantTable {
+                    table: table.clone(),
+                    privileges: vec![privilege.clone()],
+                    roles: vec![role.clone()],
+                },
+            ),
+            Finding::SequenceGrantMissing {
+                sequence,
+                role,
+                privilege,
+            } => merge_grant(
+                &mut changes,
+                Change::GrantSequence {
+                    sequence: sequence.clone(),
+                    privileges: vec![privilege.clone()],
+                    roles: vec![role.clone()],
+                },
+            ),
+            Finding::PolicyOnUnmarkedTable { table, policy } => {
+                if let Some(state) = catalog.policies.iter().find(|p| {
+                    p.schema == table.schema && p.table == table.name && p.name == *policy
+                }) {
+                    changes.push(Change::Undo(Box::new(Change::CreatePolicy {
+                        table: table.clone(),
+                        name: policy.clone(),
+                        def: state.def.clone(),
+                    })));
+                }
+                if !unmarked.contains(table) {
+                    unmarked.push(table.clone());
+                }
+            }
+            Finding::TableMissing { .. }
+            | Finding::ColumnMissing { .. }
+            | Finding::ColumnTypeMismatch { .. }
+            | Finding::LoginBypassesRls { .. } => {}
+        }
+    }
+
+    // Without the admin role there was nothing to compare the admin policy with; the role
+    // is created above, so the policy is created where none exists.
+    if admin_role_missing {
+        for marked in tables {
+            let has_admin_policy = catalog.policies.iter().any(|p| {
+                p.schema == marked.table.schema
+                    && p.table == marked.table.name
+                    && p.name == config.admin_policy()
+            });
+            if !has_admin_policy {
+                changes.push(Change::CreateAdminPolicy {
+                    table: marked.table.clone(),
+                });
             }
         }
     }
+
+    // A table no longer marked loses RLS too, unless policies other than ours remain on it
+    // (then RLS is someone else's, and stays).
+    let ours = [config.isolation_policy(), config.admin_policy()];
+    for table in unmarked {
+        let others_remain = catalog.policies.iter().any(|p| {
+            p.schema == table.schema && p.table == table.name && !ours.contains(&p.name.as_str())
+        });
+        let Some(state) = catalog
+            .tables
+            .iter()
+            .find(|t| t.schema == table.schema && t.name == table.name)
+        else {
+            continue;
+        };
+        if others_remain {
+            continue;
+        }
+        if state.rls_forced {
+            changes.push(Change::Undo(Box::new(Change::ForceRls {
+                table: table.clone(),
+            })));
+        }
+        if state.rls_enabled {
+            changes.push(Change::Undo(Box::new(Change::EnableRls { table })));
+        }
+    }
+    Ok(join_roles(changes))
+}
+
+/// Our policy named `policy` for `table`, as the contract creates it.
+fn create_ours(
+    config: &Config,
+    tables: &[MarkedTable],
+    table: &QualifiedName,
+    policy: &str,
+) -> Change {
+    let key = tables.iter().find(|t| t.table == *table).map(|t| &t.key);
+    match key {
+        Some(key) if policy == config.isolation_policy() => Change::CreateIsolationPolicy {
+            table: table.clone(),
+            column: key.column.clone(),
+            sql_type: key.sql_type,
+        },
+        _ => Change::CreateAdminPolicy {
+            table: table.clone(),
+        },
+    }
+}
+
+/// Adds a one-role, one-privilege grant, merging it into the previous grant on the same
+/// object: first the privileges of the same role, then roles missing the same privileges.
+fn merge_grant(changes: &mut Vec<Change>, grant: Change) {
+    use Change::{GrantSchemaUsage, GrantSequence, GrantTable};
+    let merged = match (changes.last_mut(), &grant) {
+        (
+            Some(GrantTable {
+                table: t,
+                privileges: p,
+                roles: r,
+            }),
+            GrantTable {
+                table,
+                privileges,
+                roles,
+            },
+        ) if t == table => merge_lists(p, r, privileges, roles),
+        (
+            Some(GrantSequence {
+                sequence: s,
+                privileges: p,
+                roles: r,
+            }),
+            GrantSequence {
+                sequence,
+                privileges,
+                roles,
+            },
+        ) if s == sequence => merge_lists(p, r, privileges, roles),
+        (
+            Some(GrantSchemaUsage {
+                schema: s,
+                roles: r,
+            }),
+            GrantSchemaUsage { schema, roles },
+        ) if s == schema => {
+            r.extend(roles.iter().cloned());
+            true
+        }
+        _ => false,
+    };
+    if !merged {
+        changes.push(grant);
+    }
+}
+
+/// Merges one (privilege, role) into a grant of `privileges` to the same `roles`.
+fn merge_lists(
+    privileges: &mut Vec<String>,
+    roles: &[String],
+    new_privileges: &[String],
+    new_roles: &[String],
+) -> bool {
+    if roles != new_roles {
+        return false;
+    }
+    privileges.extend(new_privileges.iter().cloned());
+    true
+}
+
+/// Joins adjacent grants of the same privileges on the same object into one statement to
+/// all their roles, as the contract writes them (`... TO "tenants_user", "tenants_admin"`).
+fn join_roles(changes: Vec<Change>) -> Vec<Change> {
+    let mut joined: Vec<Change> = Vec::with_capacity(changes.len());
+    for change in changes {
+        let same = match (joined.last_mut(), &change) {
+            (
+                Some(Change::GrantTable {
+                    table: t,
+                    privileges: p,
+                    roles: r,
+                }),
+                Change::GrantTable {
+                    table,
+                    privileges,
+                    roles,
+                },
+            ) if t == table && p == privileges => Some((r, roles)),
+            (
+                Some(Change::GrantSequence {
+                    sequence: s,
+                    privileges: p,
+                    roles: r,
+                }),
+                Change::GrantSequence {
+                    sequence,
+                    privileges,
+                    roles,
+                },
+            ) if s == sequence && p == privileges => Some((r, roles)),
+            _ => None,
+        };
+        match same {
+            Some((r, roles)) => r.extend(roles.iter().cloned()),
+            None => joined.push(change),
+        }
+    }
+    joined
 }
 
 /// The `up.sql` of `changes`: each change's statement, in order, one per line.
