@@ -1,0 +1,149 @@
+//! Reads the marked tables from the sources and the live catalog, and compares them.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use diesel::connection::{Instrumentation, InstrumentationEvent};
+use diesel_async::{AsyncConnection, AsyncPgConnection};
+use tenants_core::catalog::{self as core_catalog, Catalog, MarkedTable, ProbeKey};
+use tenants_core::policy::{self, Change, PlanError, QualifiedName};
+use tenants_core::registry::TenantSqlType;
+use tenants_core::{Config, VerifyReport, verify};
+
+use crate::settings::Settings;
+use crate::{CliError, Options, sources};
+
+/// The database could not be reached or read.
+#[derive(Debug, thiserror::Error)]
+pub enum DatabaseError {
+    /// No connection.
+    #[error(
+        "cannot connect to the database ({0}); is PostgreSQL running, and is --database-url / DATABASE_URL right?"
+    )]
+    Connect(String),
+    /// A catalog query failed.
+    #[error("cannot read the catalog: {0}")]
+    Query(String),
+    /// No async runtime could be started.
+    #[error("cannot start the runtime: {0}")]
+    Runtime(String),
+}
+
+/// Counts the statements sent, to show the catalog is read in a fixed number of them.
+#[derive(Clone, Default)]
+struct StatementCount(Arc<AtomicUsize>);
+
+impl Instrumentation for StatementCount {
+    fn on_connection_event(&mut self, event: InstrumentationEvent<'_>) {
+        if let InstrumentationEvent::StartQuery { .. } = event {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// What the sources mark and what the database has.
+pub struct State {
+    /// The names in use.
+    pub config: Config,
+    /// The marked tables, with their tenant column types.
+    pub tables: Vec<MarkedTable>,
+    /// The live catalog.
+    pub catalog: Catalog,
+}
+
+fn one_line(text: impl ToString) -> String {
+    text.to_string()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+impl State {
+    /// Parses the sources, then reads the catalog.
+    pub fn read(options: &Options) -> Result<Self, CliError> {
+        let config = crate::config(options)?;
+        let settings = Settings::resolve(options)?;
+        let marked = sources::marked_tables(&options.crate_dir, &options.schema)?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| DatabaseError::Runtime(e.to_string()))?;
+        let count = StatementCount::default();
+        let (tables, catalog) = runtime.block_on(async {
+            let mut conn = AsyncPgConnection::establish(&settings.database_url)
+                .await
+                .map_err(|e| DatabaseError::Connect(one_line(e)))?;
+            conn.set_instrumentation(count.clone());
+            let tables = resolve_types(&mut conn, marked).await?;
+            let catalog = core_catalog::read(&mut conn, &config, &tables, &options.grant_to)
+                .await
+                .map_err(|e| DatabaseError::Query(one_line(e)))?;
+            Ok::<_, DatabaseError>((tables, catalog))
+        })?;
+        if options.verbose {
+            eprintln!(
+                "read the catalog for {} marked table(s) in {} statements",
+                tables.len(),
+                count.0.load(Ordering::Relaxed)
+            );
+        }
+        Ok(Self {
+            config,
+            tables,
+            catalog,
+        })
+    }
+
+    /// Every difference, typed.
+    pub fn report(&self) -> VerifyReport {
+        verify::compare(&self.config, &self.tables, &self.catalog)
+    }
+
+    /// The changes that bring the database under the contract.
+    pub fn plan(&self) -> Result<Vec<Change>, PlanError> {
+        policy::plan(&self.config, &self.tables, &self.catalog)
+    }
+}
+
+/// Fills in the tenant column type of tables marked only through a struct from the live
+/// column (one query for all of them). A missing column keeps a placeholder type: the
+/// comparison then reports the column as missing.
+async fn resolve_types(
+    conn: &mut AsyncPgConnection,
+    marked: Vec<sources::Marked>,
+) -> Result<Vec<MarkedTable>, DatabaseError> {
+    let untyped: Vec<(QualifiedName, String)> = marked
+        .iter()
+        .filter(|m| m.sql_type.is_none())
+        .map(|m| (m.table.clone(), m.column.clone()))
+        .collect();
+    let live = if untyped.is_empty() {
+        Vec::new()
+    } else {
+        core_catalog::columns(conn, &untyped)
+            .await
+            .map_err(|e| DatabaseError::Query(one_line(e)))?
+    };
+    Ok(marked
+        .into_iter()
+        .map(|m| {
+            let sql_type = m.sql_type.unwrap_or_else(|| {
+                live.iter()
+                    .find(|c| {
+                        c.schema == m.table.schema
+                            && c.table == m.table.name
+                            && c.column == m.column
+                    })
+                    .and_then(|c| core_catalog::tenant_type_of(&c.type_name))
+                    .unwrap_or(TenantSqlType::Text)
+            });
+            MarkedTable {
+                table: m.table,
+                key: ProbeKey {
+                    column: m.column,
+                    sql_type,
+                },
+            }
+        })
+        .collect())
+}

@@ -1,0 +1,189 @@
+//! The `tenants` command, as a library so that its logic is testable (the binary is a
+//! thin `main`, as in sqlx-cli).
+//!
+//! It finds the `#[with_rls]` tables by parsing the crate's sources with the parser the
+//! macro uses (the crate is not built), reads the live catalog in a fixed number of
+//! queries, and turns the differences into a Diesel migration whose SQL comes from
+//! `tenants_core::policy`, the one renderer of the contract.
+
+mod catalog;
+mod migration;
+mod settings;
+mod sources;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use tenants_core::policy::{self, Change};
+use tenants_core::{Config, Severity};
+
+pub use settings::Settings;
+
+/// Diff the `#[with_rls]` tables of a crate against the live database and write the
+/// Diesel migrations that put them under Row-Level Security.
+#[derive(Debug, Parser)]
+#[command(name = "tenants", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print the up and down SQL that `generate` would write, or `no changes`. Exit 0.
+    Diff(Options),
+    /// Write the migration `<migration dir>/<YYYY-MM-DD-HHMMSS>_<NAME>/{up,down}.sql` and
+    /// print its directory, or print `no changes` and write nothing. Exit 0.
+    Generate {
+        /// The migration's name.
+        #[arg(long, default_value = "tenants_rls")]
+        name: String,
+        /// Shared options.
+        #[command(flatten)]
+        options: Options,
+    },
+    /// Exit 0 when the database matches the code, 1 listing each difference (one line
+    /// each), 2 on any error. Meant for CI.
+    Check(Options),
+}
+
+/// Options shared by every subcommand.
+#[derive(Debug, Clone, Args)]
+pub struct Options {
+    /// The database (else `DATABASE_URL`, else `DATABASE_URL` in the crate's `.env`).
+    #[arg(long)]
+    pub database_url: Option<String>,
+    /// The crate whose `src/` holds the `#[with_rls]` items.
+    #[arg(long, default_value = ".")]
+    pub crate_dir: PathBuf,
+    /// Where migrations go (else `diesel.toml`'s `[migrations_directory] dir`, else
+    /// `migrations`), relative to the crate directory.
+    #[arg(long)]
+    pub migration_dir: Option<PathBuf>,
+    /// The schema of marked tables that name none.
+    #[arg(long, default_value = "public")]
+    pub schema: String,
+    /// The role tenant transactions run as.
+    #[arg(long, default_value = "tenants_user")]
+    pub tenant_role: String,
+    /// The role admin transactions run as.
+    #[arg(long, default_value = "tenants_admin")]
+    pub admin_role: String,
+    /// The transaction-local setting holding the current tenant.
+    #[arg(long, default_value = "tenants.current_tenant")]
+    pub setting: String,
+    /// The login role(s) to grant our roles to (default: the connecting role).
+    #[arg(long)]
+    pub grant_to: Vec<String>,
+    /// Also print how many statements read the catalog.
+    #[arg(long)]
+    pub verbose: bool,
+}
+
+/// Everything that stops a command; printed on stderr, exit code 2.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// A configured name is unusable.
+    #[error("{0}")]
+    Config(#[from] tenants_core::ConfigError),
+    /// A source file could not be read or parsed, or an item is marked wrongly.
+    #[error("{0}")]
+    Sources(#[from] sources::SourceError),
+    /// The settings (URL, diesel.toml) are unusable.
+    #[error("{0}")]
+    Settings(#[from] settings::SettingsError),
+    /// The database could not be reached or read.
+    #[error("{0}")]
+    Database(#[from] catalog::DatabaseError),
+    /// The database lacks a marked table or column.
+    #[error("{0}\nhint: run the migrations that create them first (`diesel migration run`)")]
+    Plan(#[from] policy::PlanError),
+    /// The migration could not be written.
+    #[error("{0}")]
+    Write(#[from] migration::WriteError),
+}
+
+/// Runs `cli`, printing results on stdout and errors on stderr; returns the exit code.
+pub fn main_with(cli: Cli) -> ExitCode {
+    match run(cli) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Runs `cli`; `Ok` carries the exit code of a command that ran to its end.
+pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
+    match cli.command {
+        Command::Diff(options) => {
+            let (config, changes) = changes(&options)?;
+            if changes.is_empty() {
+                println!("no changes");
+            } else {
+                println!("-- up.sql");
+                print!("{}", policy::render_up(&config, &changes));
+                println!("-- down.sql");
+                print!("{}", policy::render_down(&config, &changes));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Generate { name, options } => {
+            let (config, changes) = changes(&options)?;
+            if changes.is_empty() {
+                println!("no changes");
+                return Ok(ExitCode::SUCCESS);
+            }
+            let settings = Settings::resolve(&options)?;
+            let dir = migration::write(
+                &settings.migration_dir,
+                &name,
+                &policy::render_up(&config, &changes),
+                &policy::render_down(&config, &changes),
+            )?;
+            println!("{}", dir.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check(options) => {
+            let state = catalog::State::read(&options)?;
+            let differences: Vec<String> = state
+                .report()
+                .findings
+                .iter()
+                .filter(|f| f.severity() == Severity::Error)
+                .map(ToString::to_string)
+                .collect();
+            if differences.is_empty() {
+                println!("the database matches the #[with_rls] tables");
+                Ok(ExitCode::SUCCESS)
+            } else {
+                for difference in &differences {
+                    println!("{difference}");
+                }
+                println!(
+                    "{} difference(s); run `tenants generate` and `diesel migration run`",
+                    differences.len()
+                );
+                Ok(ExitCode::from(1))
+            }
+        }
+    }
+}
+
+/// The configuration the options name.
+pub fn config(options: &Options) -> Result<Config, tenants_core::ConfigError> {
+    Config::default()
+        .with_tenant_role(&options.tenant_role)?
+        .with_admin_role(&options.admin_role)?
+        .with_setting(&options.setting)
+}
+
+fn changes(options: &Options) -> Result<(Config, Vec<Change>), CliError> {
+    let state = catalog::State::read(options)?;
+    let changes = state.plan()?;
+    Ok((state.config, changes))
+}

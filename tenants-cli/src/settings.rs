@@ -1,0 +1,94 @@
+//! Where the database and the migrations are, resolved as diesel_cli resolves them.
+
+use std::path::{Path, PathBuf};
+
+use crate::Options;
+
+/// Unusable settings.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// No database URL anywhere.
+    #[error(
+        "no database URL\nhint: pass --database-url, or set DATABASE_URL (in the environment or the crate's .env)"
+    )]
+    NoDatabaseUrl,
+    /// `diesel.toml` exists but cannot be read.
+    #[error("{path}: {message}")]
+    DieselToml {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
+}
+
+/// The resolved settings of one run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// The database.
+    pub database_url: String,
+    /// Where migrations are written.
+    pub migration_dir: PathBuf,
+}
+
+#[derive(serde::Deserialize)]
+struct DieselToml {
+    migrations_directory: Option<MigrationsDirectory>,
+}
+
+#[derive(serde::Deserialize)]
+struct MigrationsDirectory {
+    dir: PathBuf,
+}
+
+impl Settings {
+    /// `--database-url`, else `DATABASE_URL`, else `DATABASE_URL` in `<crate>/.env`; and
+    /// `--migration-dir`, else `diesel.toml`'s `[migrations_directory] dir`, else
+    /// `migrations`, relative to the crate directory.
+    pub fn resolve(options: &Options) -> Result<Self, SettingsError> {
+        let database_url = match &options.database_url {
+            Some(url) => url.clone(),
+            None => match std::env::var("DATABASE_URL") {
+                Ok(url) => url,
+                Err(_) => dotenv_url(&options.crate_dir).ok_or(SettingsError::NoDatabaseUrl)?,
+            },
+        };
+        let migration_dir = match &options.migration_dir {
+            Some(dir) => options.crate_dir.join(dir),
+            None => options.crate_dir.join(diesel_toml_dir(&options.crate_dir)?),
+        };
+        Ok(Self {
+            database_url,
+            migration_dir,
+        })
+    }
+}
+
+fn dotenv_url(crate_dir: &Path) -> Option<String> {
+    dotenvy::from_path_iter(crate_dir.join(".env"))
+        .ok()?
+        .filter_map(Result::ok)
+        .find(|(key, _)| key == "DATABASE_URL")
+        .map(|(_, value)| value)
+}
+
+fn diesel_toml_dir(crate_dir: &Path) -> Result<PathBuf, SettingsError> {
+    let path = crate_dir.join("diesel.toml");
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok("migrations".into()),
+        Err(e) => {
+            return Err(SettingsError::DieselToml {
+                path,
+                message: e.to_string(),
+            });
+        }
+    };
+    let toml: DieselToml = toml::from_str(&text).map_err(|e| SettingsError::DieselToml {
+        path: path.clone(),
+        message: e.to_string(),
+    })?;
+    Ok(toml
+        .migrations_directory
+        .map_or_else(|| "migrations".into(), |m| m.dir))
+}

@@ -1,0 +1,228 @@
+//! mark → generate → migrate → check, change marks, revert everything.
+
+use diesel::prelude::*;
+use diesel::sql_types::BigInt;
+use tenants_core::{Error, TenantTransactionExt};
+
+use crate::fixture::{Fixture, GRANTEE};
+
+const TABLES_UP: &str = "
+CREATE TABLE todo_item (id serial PRIMARY KEY, name text NOT NULL, tenant text NOT NULL,
+                        org_id int4 NOT NULL DEFAULT 0);
+CREATE TABLE project (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, tenant uuid NOT NULL,
+                      title text NOT NULL);
+";
+const TABLES_DOWN: &str = "DROP TABLE project; DROP TABLE todo_item;";
+
+const MARKED: &str = r#"
+pub mod schema {
+    #[tenants_core::with_rls]
+    diesel::table! {
+        todo_item (id) {
+            id -> Int4,
+            name -> Text,
+            tenant -> Text,
+            org_id -> Int4,
+        }
+    }
+
+    diesel::table! {
+        project (id) {
+            id -> Int8,
+            tenant -> Uuid,
+            title -> Text,
+        }
+    }
+}
+
+#[tenants_core::with_rls]
+#[derive(diesel::Queryable)]
+#[diesel(table_name = schema::project)]
+pub struct Project {
+    pub id: i64,
+    pub tenant: uuid::Uuid,
+    pub title: String,
+}
+"#;
+
+#[derive(QueryableByName)]
+struct Count {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+fn count(conn: &mut PgConnection, sql: &str) -> Result<i64, Error> {
+    Ok(diesel::sql_query(sql).get_result::<Count>(conn)?.n)
+}
+
+#[test]
+fn mark_generate_migrate_check_change_and_revert() {
+    let fx = Fixture::new();
+    let mut admin = fx.db.connect();
+    tenants_tests::ensure_login_role(&mut admin, GRANTEE);
+    // A failed earlier run may have left the (cluster-wide) memberships behind.
+    tenants_tests::batch_locked(
+        &mut admin,
+        &format!(
+            "DO $$ BEGIN
+               IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'tenants_user') THEN REVOKE tenants_user FROM {GRANTEE}; END IF;
+               IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'tenants_admin') THEN REVOKE tenants_admin FROM {GRANTEE}; END IF;
+             END $$"
+        ),
+    );
+    let before = fx.catalog_snapshot();
+    assert!(
+        !before.contains("member "),
+        "{GRANTEE} starts without our roles: {before}"
+    );
+    let tenants = |args: &[&str]| {
+        let mut args = args.to_vec();
+        args.extend(["--grant-to", GRANTEE]);
+        fx.tenants(&args)
+    };
+    fx.migration("2026-01-01-000000_create_tables", TABLES_UP, TABLES_DOWN);
+    fx.migrate();
+    fx.source(MARKED);
+
+    let check = tenants(&["check"]);
+    assert_eq!(check.code, 1, "{}{}", check.stdout, check.stderr);
+    assert!(
+        check
+            .stdout
+            .contains(r#""public"."project": row level security is not enabled"#)
+    );
+    assert!(
+        check
+            .stdout
+            .contains(r#""public"."todo_item": policy "tenants_isolation" is missing"#)
+    );
+
+    let diff = tenants(&["diff"]);
+    assert_eq!(diff.code, 0, "{}", diff.stderr);
+    assert!(
+        diff.stdout
+            .contains("NULLIF(current_setting('tenants.current_tenant', true), '')::uuid")
+    );
+    assert_eq!(fx.migrations().len(), 1, "diff writes nothing");
+
+    let generated = tenants(&["generate"]);
+    assert_eq!(generated.code, 0, "{}", generated.stderr);
+    let migrations = fx.migrations();
+    assert_eq!(migrations.len(), 2);
+    assert!(migrations[1].ends_with("_tenants_rls"), "{migrations:?}");
+    assert_eq!(
+        generated.stdout.trim(),
+        fx.dir
+            .join("migrations")
+            .join(&migrations[1])
+            .display()
+            .to_string()
+    );
+    let up = std::fs::read_to_string(
+        fx.dir
+            .join("migrations")
+            .join(&migrations[1])
+            .join("up.sql"),
+    )
+    .expect("up");
+    assert!(up.contains(r#"GRANT USAGE, SELECT ON SEQUENCE "public"."project_id_seq" TO "tenants_user", "tenants_admin";"#), "{up}");
+    assert!(
+        up.contains(&format!("GRANT \"tenants_user\" TO \"{GRANTEE}\";")),
+        "{up}"
+    );
+
+    fx.migrate();
+    assert!(
+        fx.catalog_snapshot()
+            .contains(&format!("member {GRANTEE} of tenants_user"))
+    );
+
+    // Isolation through tenants-core on the generated policies.
+    let mut conn = fx.db.connect();
+    conn.tenant_transaction("acme", |c| {
+        diesel::sql_query("INSERT INTO todo_item (name, tenant) VALUES ('a', 'acme')")
+            .execute(c)?;
+        Ok::<_, Error>(())
+    })
+    .expect("insert as acme");
+    let seen_by_globex = conn
+        .tenant_transaction("globex", |c| {
+            count(c, "SELECT count(*) AS n FROM todo_item")
+        })
+        .expect("read as globex");
+    assert_eq!(seen_by_globex, 0);
+    let seen_by_acme = conn
+        .tenant_transaction("acme", |c| count(c, "SELECT count(*) AS n FROM todo_item"))
+        .expect("read as acme");
+    assert_eq!(seen_by_acme, 1);
+
+    // Idempotent.
+    let again = tenants(&["generate"]);
+    assert_eq!(
+        (again.code, again.stdout.trim()),
+        (0, "no changes"),
+        "{}",
+        again.stderr
+    );
+    assert_eq!(fx.migrations().len(), 2);
+    let check = tenants(&["check"]);
+    assert_eq!(check.code, 0, "{}{}", check.stdout, check.stderr);
+
+    // Another tenant column (text → int4 `org_id`): the policy is replaced.
+    fx.source(&MARKED.replacen(
+        "#[tenants_core::with_rls]\n    diesel::table! {\n        todo_item",
+        "#[tenants_core::with_rls(column = org_id)]\n    diesel::table! {\n        todo_item",
+        1,
+    ));
+    let changed = tenants(&["generate", "--name", "org_id_tenant"]);
+    assert_eq!(changed.code, 0, "{}", changed.stderr);
+    let migrations = fx.migrations();
+    assert_eq!(migrations.len(), 3);
+    let up = std::fs::read_to_string(
+        fx.dir
+            .join("migrations")
+            .join(&migrations[2])
+            .join("up.sql"),
+    )
+    .expect("up");
+    assert!(
+        up.starts_with("DROP POLICY \"tenants_isolation\" ON \"public\".\"todo_item\";"),
+        "{up}"
+    );
+    assert!(up.contains("(\"org_id\" = (SELECT NULLIF(current_setting('tenants.current_tenant', true), '')::int4))"), "{up}");
+    fx.migrate();
+    assert_eq!(tenants(&["check"]).code, 0);
+    let acme_rows = conn
+        .tenant_transaction("0", |c| count(c, "SELECT count(*) AS n FROM todo_item"))
+        .expect("read as org 0");
+    assert_eq!(acme_rows, 1, "the row has org_id 0");
+
+    // Unmark `project`: it loses our policies and RLS.
+    fx.source(&MARKED.replace("#[tenants_core::with_rls]\n#[derive", "#[derive").replacen("#[tenants_core::with_rls]\n    diesel::table! {\n        todo_item", "#[tenants_core::with_rls(column = org_id)]\n    diesel::table! {\n        todo_item", 1));
+    let unmarked = tenants(&["generate", "--name", "unmark_project"]);
+    assert_eq!(unmarked.code, 0, "{}", unmarked.stderr);
+    let migrations = fx.migrations();
+    let up = std::fs::read_to_string(
+        fx.dir
+            .join("migrations")
+            .join(&migrations[3])
+            .join("up.sql"),
+    )
+    .expect("up");
+    assert!(
+        up.contains(r#"DROP POLICY "tenants_admin" ON "public"."project";"#),
+        "{up}"
+    );
+    assert!(
+        up.contains(r#"ALTER TABLE "public"."project" DISABLE ROW LEVEL SECURITY;"#),
+        "{up}"
+    );
+    fx.migrate();
+    let check = tenants(&["check"]);
+    assert_eq!(check.code, 0, "{}{}", check.stdout, check.stderr);
+    assert_eq!(tenants(&["generate"]).stdout.trim(), "no changes");
+
+    // Revert every migration: the catalog is what it was.
+    fx.revert_all();
+    assert_eq!(fx.catalog_snapshot(), before);
+}

@@ -1,0 +1,137 @@
+//! Bad input gets a clear error, exit code 2, and nothing written.
+
+use crate::fixture::Fixture;
+
+const MARKED: &str = "
+#[tenants_core::with_rls]
+diesel::table! { todo_item (id) { id -> Int4, name -> Text, tenant -> Text } }
+";
+
+#[test]
+fn unreachable_database_is_one_line_exit_2_and_no_files() {
+    let fx = Fixture::new();
+    fx.source(MARKED);
+    for command in ["generate", "check", "diff"] {
+        let run = fx.tenants_at("postgres://postgres@127.0.0.1:1/nowhere", &[command]);
+        assert_eq!(run.code, 2, "{command}: {}", run.stderr);
+        assert_eq!(run.stderr.lines().count(), 1, "{command}: {:?}", run.stderr);
+        assert!(
+            run.stderr
+                .starts_with("error: cannot connect to the database"),
+            "{}",
+            run.stderr
+        );
+        assert_eq!(run.stdout, "");
+    }
+    assert!(fx.migrations().is_empty());
+}
+
+#[test]
+fn unparsable_source_names_file_and_line() {
+    let fx = Fixture::new();
+    fx.source("pub fn fine() {}\n\npub fn broken( {\n");
+    let run = fx.tenants(&["generate"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    let lib = fx.dir.join("src/lib.rs");
+    assert!(
+        run.stderr.contains(&format!("{}:3:", lib.display())),
+        "{}",
+        run.stderr
+    );
+    assert!(fx.migrations().is_empty());
+}
+
+#[test]
+fn wrongly_marked_item_names_file_and_line() {
+    let fx = Fixture::new();
+    fx.source("\n#[tenants_core::with_rls]\ndiesel::table! { t (id) { id -> Int4 } }\n");
+    let run = fx.tenants(&["check"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("src/lib.rs:3:"), "{}", run.stderr);
+    assert!(run.stderr.contains("tenant"), "{}", run.stderr);
+}
+
+#[test]
+fn missing_table_or_column_names_them_and_writes_nothing() {
+    let fx = Fixture::new();
+    fx.source(MARKED);
+    let run = fx.tenants(&["generate"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains(r#""public"."todo_item": table does not exist"#),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("diesel migration run"),
+        "{}",
+        run.stderr
+    );
+    assert!(fx.migrations().is_empty());
+
+    fx.migration(
+        "2026-01-01-000000_create",
+        "CREATE TABLE todo_item (id serial PRIMARY KEY, name text NOT NULL, org text NOT NULL)",
+        "DROP TABLE todo_item",
+    );
+    fx.migrate();
+    let run = fx.tenants(&["generate"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains(r#"tenant column "tenant" does not exist"#),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(fx.migrations().len(), 1, "nothing written");
+
+    // In `check`, the same is a difference: exit 1.
+    let check = fx.tenants(&["check"]);
+    assert_eq!(check.code, 1, "{}", check.stderr);
+    assert!(
+        check
+            .stdout
+            .contains(r#"tenant column "tenant" does not exist"#)
+    );
+}
+
+#[test]
+fn migration_dir_and_url_come_from_diesel_toml_and_dotenv() {
+    let fx = Fixture::new();
+    fx.source(MARKED);
+    std::fs::write(
+        fx.dir.join("diesel.toml"),
+        "[migrations_directory]\ndir = \"db/migrations\"\n",
+    )
+    .expect("toml");
+    std::fs::write(
+        fx.dir.join(".env"),
+        format!("DATABASE_URL={}\n", fx.db.url()),
+    )
+    .expect(".env");
+    diesel::connection::SimpleConnection::batch_execute(
+        &mut fx.db.connect(),
+        "CREATE TABLE todo_item (id serial PRIMARY KEY, name text NOT NULL, tenant text NOT NULL)",
+    )
+    .expect("table");
+    let run: crate::fixture::Run = std::process::Command::new(env!("CARGO_BIN_EXE_tenants"))
+        .args(["generate", "--crate-dir", fx.dir.to_str().expect("utf-8")])
+        .env_remove("DATABASE_URL")
+        .output()
+        .expect("run")
+        .into();
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stdout
+            .trim()
+            .starts_with(&fx.dir.join("db/migrations").display().to_string()),
+        "{}",
+        run.stdout
+    );
+    let bad = std::fs::write(fx.dir.join("diesel.toml"), "[migrations_directory\n");
+    bad.expect("write");
+    let run = fx.tenants(&["generate"]);
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("diesel.toml"), "{}", run.stderr);
+}

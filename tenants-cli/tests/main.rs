@@ -1,0 +1,6 @@
+//! End-to-end tests of the `tenants` binary on fixture crates and fresh databases.
+
+mod cycle;
+mod errors;
+mod fixture;
+mod scale;
