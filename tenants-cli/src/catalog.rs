@@ -58,9 +58,17 @@ fn one_line(text: impl ToString) -> String {
         .join(" ")
 }
 
-impl State {
-    /// Parses the sources, then reads the catalog.
-    pub fn read(options: &Options) -> Result<Self, CliError> {
+/// The sources parsed and a connection open: what every subcommand starts from.
+struct Session {
+    runtime: tokio::runtime::Runtime,
+    conn: AsyncPgConnection,
+    config: Config,
+    tables: Vec<MarkedTable>,
+    count: StatementCount,
+}
+
+impl Session {
+    fn open(options: &Options) -> Result<Self, CliError> {
         let config = crate::config(options)?;
         let settings = Settings::resolve(options)?;
         let marked = sources::marked_tables(&options.crate_dir, &options.schema)?;
@@ -69,27 +77,61 @@ impl State {
             .build()
             .map_err(|e| DatabaseError::Runtime(e.to_string()))?;
         let count = StatementCount::default();
-        let (tables, catalog) = runtime.block_on(async {
+        let (conn, tables) = runtime.block_on(async {
             let mut conn = AsyncPgConnection::establish(&settings.database_url)
                 .await
                 .map_err(|e| DatabaseError::Connect(one_line(e)))?;
             conn.set_instrumentation(count.clone());
             let tables = resolve_types(&mut conn, marked).await?;
-            let catalog = core_catalog::read(&mut conn, &config, &tables, &options.grant_to)
-                .await
-                .map_err(|e| DatabaseError::Query(one_line(e)))?;
-            Ok::<_, DatabaseError>((tables, catalog))
+            Ok::<_, DatabaseError>((conn, tables))
         })?;
+        Ok(Self {
+            runtime,
+            conn,
+            config,
+            tables,
+            count,
+        })
+    }
+}
+
+/// Every weakness `tenants audit` looks for.
+pub fn audit(options: &Options) -> Result<Vec<crate::audit::Weakness>, CliError> {
+    let mut session = Session::open(options)?;
+    let weaknesses = session
+        .runtime
+        .block_on(crate::audit::audit(
+            &mut session.conn,
+            &session.config,
+            &session.tables,
+        ))
+        .map_err(|e| DatabaseError::Query(one_line(e)))?;
+    Ok(weaknesses)
+}
+
+impl State {
+    /// Parses the sources, then reads the catalog.
+    pub fn read(options: &Options) -> Result<Self, CliError> {
+        let mut session = Session::open(options)?;
+        let catalog = session
+            .runtime
+            .block_on(core_catalog::read(
+                &mut session.conn,
+                &session.config,
+                &session.tables,
+                &options.grant_to,
+            ))
+            .map_err(|e| DatabaseError::Query(one_line(e)))?;
         if options.verbose {
             eprintln!(
                 "read the catalog for {} marked table(s) in {} statements",
-                tables.len(),
-                count.0.load(Ordering::Relaxed)
+                session.tables.len(),
+                session.count.0.load(Ordering::Relaxed)
             );
         }
         Ok(Self {
-            config,
-            tables,
+            config: session.config,
+            tables: session.tables,
             catalog,
         })
     }

@@ -6,6 +6,7 @@
 //! queries, and turns the differences into a Diesel migration whose SQL comes from
 //! `tenants_core::policy`, the one renderer of the contract.
 
+mod audit;
 mod catalog;
 mod migration;
 mod settings;
@@ -48,6 +49,12 @@ pub enum Command {
     /// Exit 0 when the database matches the code, 1 listing each difference (one line
     /// each), 2 on any error. Meant for CI.
     Check(Options),
+    /// List what weakens isolation beyond our own objects (views without
+    /// security_invoker, SECURITY DEFINER functions of roles that bypass RLS, unique
+    /// constraints and foreign keys without the tenant column, partitions without RLS,
+    /// TRUNCATE or REFERENCES granted to our roles, a login role that is superuser,
+    /// BYPASSRLS or owner of marked tables). Exit 0 when none, 1 listing them, 2 on error.
+    Audit(Options),
 }
 
 /// Options shared by every subcommand.
@@ -148,6 +155,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
             println!("{}", dir.display());
             Ok(ExitCode::SUCCESS)
         }
+        Command::Audit(options) => audit_command(&options),
         Command::Check(options) => {
             let state = catalog::State::read(&options)?;
             let differences: Vec<String> = state
@@ -172,6 +180,19 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
             }
         }
     }
+}
+
+fn audit_command(options: &Options) -> Result<ExitCode, CliError> {
+    let weaknesses = catalog::audit(options)?;
+    if weaknesses.is_empty() {
+        println!("nothing weakens isolation");
+        return Ok(ExitCode::SUCCESS);
+    }
+    for weakness in &weaknesses {
+        println!("{weakness}");
+    }
+    println!("{} weakness(es)", weaknesses.len());
+    Ok(ExitCode::from(1))
 }
 
 /// The configuration the options name.

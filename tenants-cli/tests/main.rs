@@ -1,5 +1,6 @@
 //! End-to-end tests of the `tenants` binary on fixture crates and fresh databases.
 
+mod audit;
 mod cycle;
 mod errors;
 mod fixture;
