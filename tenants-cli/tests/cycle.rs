@@ -226,3 +226,47 @@ fn mark_generate_migrate_check_change_and_revert() {
     fx.revert_all();
     assert_eq!(fx.catalog_snapshot(), before);
 }
+
+#[test]
+fn missing_roles_are_created_and_dropped_again_on_revert() {
+    let fx = Fixture::new();
+    // Roles are cluster-wide: names only this test uses.
+    let (user, admin) = ("tenants_test_cli_new_user", "tenants_test_cli_new_admin");
+    let exists = |fx: &Fixture, role: &str| {
+        count(
+            &mut fx.db.connect(),
+            &format!("SELECT count(*) AS n FROM pg_roles WHERE rolname = '{role}'"),
+        )
+        .expect("query")
+    };
+    assert_eq!(
+        (exists(&fx, user), exists(&fx, admin)),
+        (0, 0),
+        "left over by an earlier run?"
+    );
+    fx.migration(
+        "2026-01-01-000000_create",
+        "CREATE TABLE todo_item (id serial PRIMARY KEY, tenant text NOT NULL)",
+        "DROP TABLE todo_item",
+    );
+    fx.migrate();
+    fx.source("#[tenants_core::with_rls]\ndiesel::table! { todo_item (id) { id -> Int4, tenant -> Text } }\n");
+    let names = [
+        "--tenant-role",
+        user,
+        "--admin-role",
+        admin,
+        "--setting",
+        "app.tenant",
+    ];
+    let generate = fx.tenants(&[&["generate"][..], &names].concat());
+    assert_eq!(generate.code, 0, "{}", generate.stderr);
+    fx.migrate();
+    assert_eq!((exists(&fx, user), exists(&fx, admin)), (1, 1));
+    let check = fx.tenants(&[&["check"][..], &names].concat());
+    assert_eq!(check.code, 0, "{}{}", check.stdout, check.stderr);
+    // The default names are still missing from this database.
+    assert_eq!(fx.tenants(&["check"]).code, 1);
+    fx.revert_all();
+    assert_eq!((exists(&fx, user), exists(&fx, admin)), (0, 0));
+}
