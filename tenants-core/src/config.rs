@@ -3,6 +3,9 @@
 
 use std::fmt;
 
+use crate::registry::TenantSqlType;
+use crate::tenant::{InvalidTenantId, Tenant, TenantId};
+
 /// PostgreSQL's identifier length limit (`NAMEDATALEN - 1`): a longer name would be
 /// silently truncated by the server and then never match what the runtime sends.
 pub const MAX_NAME_BYTES: usize = 63;
@@ -68,6 +71,7 @@ pub struct Config {
     isolation_policy: String,
     admin_policy: String,
     force_rls: bool,
+    tenant_type: Option<TenantSqlType>,
 }
 
 impl Default for Config {
@@ -79,6 +83,7 @@ impl Default for Config {
             isolation_policy: "tenants_isolation".into(),
             admin_policy: "tenants_admin".into(),
             force_rls: true,
+            tenant_type: None,
         }
     }
 }
@@ -92,6 +97,7 @@ impl fmt::Debug for Config {
             .field("isolation_policy", &self.isolation_policy)
             .field("admin_policy", &self.admin_policy)
             .field("force_rls", &self.force_rls)
+            .field("tenant_type", &self.tenant_type)
             .finish()
     }
 }
@@ -176,6 +182,29 @@ impl Config {
         self.setting = name;
         Ok(self)
     }
+    /// The type all tenant columns share, when set: tenant ids are then checked against it
+    /// before anything is sent (see [`Tenant::of_type`]).
+    pub fn tenant_type(&self) -> Option<TenantSqlType> {
+        self.tenant_type
+    }
+
+    /// Declares the type all tenant columns share, so that an id of another type (a
+    /// non-UUID for `uuid` columns, an overflowing number for `int4`) is a typed error
+    /// before any I/O instead of a failed cast inside the transaction.
+    pub fn with_tenant_type(mut self, sql_type: TenantSqlType) -> Self {
+        self.tenant_type = Some(sql_type);
+        self
+    }
+
+    /// `id` as a tenant of this configuration: validated, and checked against
+    /// [`Config::tenant_type`] when set.
+    pub fn tenant(&self, id: impl TenantId) -> Result<Tenant, InvalidTenantId> {
+        match self.tenant_type {
+            Some(sql_type) => Tenant::of_type(id, sql_type),
+            None => Tenant::new(id),
+        }
+    }
+
     /// Turns `FORCE ROW LEVEL SECURITY` on or off for every marked table.
     pub fn with_force_rls(mut self, force: bool) -> Self {
         self.force_rls = force;

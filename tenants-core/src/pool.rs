@@ -144,7 +144,7 @@ impl TenantPool {
     ///
     /// An invalid id is an [`Error::InvalidTenantId`] before any checkout.
     pub async fn tenant(&self, tenant: impl TenantId) -> Result<TenantConnection, Error> {
-        let tenant = Tenant::new(tenant)?;
+        let tenant = self.config.tenant(tenant)?;
         self.begin(Scope::Tenant(tenant)).await
     }
 
@@ -178,7 +178,7 @@ impl TenantPool {
         E: From<Error> + Send + 'a,
         R: Send + 'a,
     {
-        let scope = Tenant::new(tenant).map(Scope::Tenant);
+        let scope = self.config.tenant(tenant).map(Scope::Tenant);
         async move {
             let scope = scope.map_err(Error::from)?;
             self.run(scope, f).await
@@ -410,7 +410,7 @@ impl AsyncTenantTransactionExt for AsyncPgConnection {
         E: From<Error> + Send + 'a,
         R: Send + 'a,
     {
-        let scope = Tenant::new(tenant).map(Scope::Tenant);
+        let scope = DEFAULT_CONFIG.tenant(tenant).map(Scope::Tenant);
         async move {
             let scope = scope.map_err(Error::from)?;
             self.scoped_transaction(&DEFAULT_CONFIG, scope, f).await

@@ -4,6 +4,8 @@
 use std::borrow::Cow;
 use std::fmt;
 
+use crate::registry::TenantSqlType;
+
 /// The longest tenant id accepted, in bytes. Ids are keys, not documents: the bound keeps
 /// every begin statement small and rejects absurd input before it reaches the server.
 pub const MAX_TENANT_ID_BYTES: usize = 1024;
@@ -25,6 +27,13 @@ pub enum InvalidTenantId {
     TooLong {
         /// The id's length in bytes.
         len: usize,
+    },
+    /// Not a value of the tenant columns' type (set with [`crate::Config::with_tenant_type`]):
+    /// the policy's cast would fail inside the transaction instead.
+    #[error("tenant id is not a valid {}", .expected.pg_name())]
+    WrongType {
+        /// The tenant columns' type.
+        expected: TenantSqlType,
     },
 }
 
@@ -101,6 +110,35 @@ impl Tenant {
         Ok(Self(text.into_owned()))
     }
 
+    /// Validates `id` as a value of `sql_type` and stores it in the form PostgreSQL's
+    /// cast accepts (an integer without sign or spaces, a hyphenated lower-case UUID).
+    ///
+    /// ```
+    /// use tenants_core::registry::TenantSqlType;
+    /// use tenants_core::{InvalidTenantId, Tenant};
+    /// let id = Tenant::of_type("{A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11}", TenantSqlType::Uuid)?;
+    /// assert_eq!(id.as_str(), "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11");
+    /// assert_eq!(
+    ///     Tenant::of_type("2147483648", TenantSqlType::Int4),
+    ///     Err(InvalidTenantId::WrongType { expected: TenantSqlType::Int4 })
+    /// );
+    /// # Ok::<(), InvalidTenantId>(())
+    /// ```
+    pub fn of_type(id: impl TenantId, sql_type: TenantSqlType) -> Result<Self, InvalidTenantId> {
+        let tenant = Self::new(id)?;
+        let wrong = InvalidTenantId::WrongType { expected: sql_type };
+        let canonical = match sql_type {
+            TenantSqlType::Text | TenantSqlType::VarChar => return Ok(tenant),
+            TenantSqlType::Int4 => tenant.0.parse::<i32>().map_err(|_| wrong)?.to_string(),
+            TenantSqlType::Int8 => tenant.0.parse::<i64>().map_err(|_| wrong)?.to_string(),
+            TenantSqlType::Uuid => uuid::Uuid::try_parse(&tenant.0)
+                .map_err(|_| wrong)?
+                .hyphenated()
+                .to_string(),
+        };
+        Ok(Self(canonical))
+    }
+
     /// The id as stored in the tenant setting.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -171,6 +209,32 @@ mod tests {
             })
         );
         assert!(Tenant::new("x".repeat(MAX_TENANT_ID_BYTES)).is_ok());
+    }
+
+    #[test]
+    fn typed_ids_are_checked_and_made_canonical() {
+        use TenantSqlType::*;
+        let ok = |id: &str, ty| Tenant::of_type(id, ty).map(|t| t.0);
+        let wrong = |expected| Err(InvalidTenantId::WrongType { expected });
+        assert_eq!(ok("+42", Int4), Ok("42".to_string()));
+        assert_eq!(ok("-2147483648", Int4), Ok("-2147483648".to_string()));
+        assert_eq!(ok("2147483648", Int4), wrong(Int4));
+        assert_eq!(ok(" 1", Int4), wrong(Int4));
+        assert_eq!(ok("1; DROP TABLE x", Int8), wrong(Int8));
+        assert_eq!(
+            ok("9223372036854775807", Int8),
+            Ok("9223372036854775807".to_string())
+        );
+        assert_eq!(ok("not-a-uuid", Uuid), wrong(Uuid));
+        assert_eq!(
+            ok("A0EEBC999C0B4EF8BB6D6BB9BD380A11", Uuid),
+            Ok("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11".to_string())
+        );
+        assert_eq!(
+            ok("anything ' at all", Text),
+            Ok("anything ' at all".to_string())
+        );
+        assert_eq!(ok("", VarChar), Err(InvalidTenantId::Empty));
     }
 
     #[test]
