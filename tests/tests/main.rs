@@ -6,4 +6,5 @@ mod isolation;
 mod pool_hygiene;
 mod registry;
 mod round_trips;
+mod threats;
 mod verify;
