@@ -211,10 +211,14 @@ impl TenantPool {
     {
         let mut conn = self.begin(scope).await?;
         let result = f(&mut conn).await;
-        // `finish` ends the transaction; `conn` then has nothing left to roll back on drop.
-        let result = finish(&mut conn, result).await;
-        conn.conn.take();
-        result
+        // `finish` works on the pooled connection itself, taken out of `conn` first: if this
+        // future is dropped during COMMIT or ROLLBACK, the connection goes back to bb8 with
+        // its transaction manager marked broken and is closed, instead of `conn`'s drop
+        // sending a rollback after a statement of unknown outcome.
+        match conn.conn.take() {
+            Some(mut pooled) => finish(&mut pooled, result).await,
+            None => result,
+        }
     }
 
     /// Compares the live database with every `#[with_rls]` table linked into the binary;

@@ -6,5 +6,6 @@ mod isolation;
 mod pool_hygiene;
 mod registry;
 mod round_trips;
+mod soak;
 mod threats;
 mod verify;
