@@ -1,0 +1,6 @@
+//! Rebuilds the binary when a migration is added: `embed_migrations!` reads the directory
+//! at compile time.
+
+fn main() {
+    println!("cargo:rerun-if-changed=migrations");
+}

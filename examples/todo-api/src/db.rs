@@ -1,0 +1,325 @@
+//! The schema, the migrations, the pool and the `TenantDb` extractor.
+
+use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
+
+use axum::extract::{FromRef, FromRequestParts};
+use axum::http::request::Parts;
+use diesel::prelude::*;
+use diesel_async::pooled_connection::AsyncDieselConnectionManager;
+use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+use percent_encoding::percent_decode_str;
+use serde::Serialize;
+use tenants_core::{Config, TenantConnection, TenantPool};
+
+use crate::StartupError;
+use crate::auth::{JwtAuth, Tenant};
+use crate::error::ApiError;
+use crate::settings::{Settings, redact_url};
+
+/// The Diesel schema.
+pub mod schema {
+    // Every row belongs to the tenant in its `tenant` column; PostgreSQL's RLS policies
+    // (migration `2026-11-25-000001_tenants_rls`) enforce it.
+    #[tenants_core::with_rls]
+    diesel::table! {
+        /// The todos of every tenant.
+        todo_item (id) {
+            /// Primary key, from the `todo_item_id_seq` sequence.
+            id -> Int4,
+            /// What to do.
+            name -> Text,
+            /// The tenant owning the row.
+            tenant -> Text,
+        }
+    }
+}
+
+pub use schema::todo_item;
+
+/// A todo as the API returns it.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Serialize)]
+#[diesel(table_name = todo_item, check_for_backend(diesel::pg::Pg))]
+pub struct TodoItem {
+    /// Its id.
+    pub id: i32,
+    /// What to do.
+    pub name: String,
+}
+
+/// The migrations in `migrations/`, compiled into the binary and applied at start-up.
+pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
+
+/// Serialises concurrent start-ups of the service against one database (advisory locks
+/// are per database).
+const MIGRATION_LOCK: i64 = 0x746f_646f_5f61_7069;
+
+/// Connects with a blocking connection, creating the database when it does not exist,
+/// and applies the pending migrations. Returns the versions applied.
+pub fn prepare_database(url: &str) -> Result<Vec<String>, StartupError> {
+    let mut conn = match PgConnection::establish(url) {
+        Ok(conn) => conn,
+        Err(ConnectionError::BadConnection(message)) if database_missing(&message) => {
+            create_database(url, &message)?;
+            PgConnection::establish(url).map_err(|e| StartupError::connect(url, e))?
+        }
+        Err(e) => return Err(StartupError::connect(url, e)),
+    };
+    let migrate_error = |e: &dyn std::fmt::Display| StartupError::Migrations(e.to_string());
+    diesel::sql_query(format!("SELECT pg_advisory_lock({MIGRATION_LOCK})"))
+        .execute(&mut conn)
+        .map_err(|e| migrate_error(&e))?;
+    let applied = conn
+        .run_pending_migrations(MIGRATIONS)
+        .map_err(|e| migrate_error(&e))?
+        .into_iter()
+        .map(|version| version.to_string())
+        .collect();
+    diesel::sql_query(format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})"))
+        .execute(&mut conn)
+        .map_err(|e| migrate_error(&e))?;
+    Ok(applied)
+}
+
+fn database_missing(message: &str) -> bool {
+    message.contains("database") && message.contains("does not exist")
+}
+
+/// Creates the database `url` names, through the `postgres` maintenance database of the
+/// same server.
+fn create_database(url: &str, original_error: &str) -> Result<(), StartupError> {
+    let cannot = |why: String| StartupError::Connect {
+        url: redact_url(url),
+        message: format!(
+            "{}\nand it could not be created: {why}",
+            original_error.trim()
+        ),
+    };
+    let parts = UrlParts::parse(url)
+        .ok_or_else(|| cannot("DATABASE_URL is not a postgres:// URL naming a database".into()))?;
+    let name = parts.database()?;
+    let maintenance = parts.with_database("postgres");
+    let mut admin = PgConnection::establish(&maintenance)
+        .map_err(|e| cannot(format!("cannot connect to the postgres database: {e}")))?;
+    match diesel::sql_query(format!("CREATE DATABASE {}", quote_ident(&name))).execute(&mut admin) {
+        Ok(_) => {
+            tracing::info!(database = %name, "created the database");
+            Ok(())
+        }
+        // Another instance starting at the same time created it first.
+        Err(diesel::result::Error::DatabaseError(_, info))
+            if info.message().contains("already exists") =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(cannot(e.to_string())),
+    }
+}
+
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// A `postgres://` URL split around its database name.
+struct UrlParts<'a> {
+    /// Up to and including the `/` before the database.
+    base: &'a str,
+    /// The percent-encoded database name.
+    database: &'a str,
+    /// `?...` or empty.
+    query: &'a str,
+}
+
+impl<'a> UrlParts<'a> {
+    fn parse(url: &'a str) -> Option<Self> {
+        let (scheme, rest) = url.split_once("://")?;
+        if !matches!(scheme, "postgres" | "postgresql") {
+            return None;
+        }
+        let start = scheme.len() + 3;
+        let slash = start + rest.find('/')?;
+        let query_at = url[slash..].find('?').map_or(url.len(), |q| slash + q);
+        if url[start..slash].contains('?') {
+            return None;
+        }
+        Some(Self {
+            base: &url[..=slash],
+            database: &url[slash + 1..query_at],
+            query: &url[query_at..],
+        })
+    }
+
+    fn database(&self) -> Result<String, StartupError> {
+        let name = percent_decode_str(self.database)
+            .decode_utf8()
+            .map_err(|_| {
+                StartupError::Settings("DATABASE_URL: database name is not UTF-8".into())
+            })?;
+        if name.is_empty() {
+            return Err(StartupError::Settings(
+                "DATABASE_URL names no database".into(),
+            ));
+        }
+        Ok(name.into_owned())
+    }
+
+    fn with_database(&self, database: &str) -> String {
+        format!("{}{database}{}", self.base, self.query)
+    }
+}
+
+/// The pool: `Config::default()`'s names, `tenants-core`'s recycle check, and
+/// `statement_timeout` set on every new connection.
+pub fn pool(settings: &Settings) -> TenantPool {
+    let config = Config::default();
+    let mut manager_config = TenantPool::manager_config(&config);
+    let statement_timeout_ms = settings.statement_timeout.as_millis();
+    manager_config.custom_setup = Box::new(move |url| {
+        let url = url.to_string();
+        Box::pin(async move {
+            let mut conn = AsyncPgConnection::establish(&url).await?;
+            conn.batch_execute(&format!("SET statement_timeout = {statement_timeout_ms}"))
+                .await
+                .map_err(ConnectionError::CouldntSetupConfiguration)?;
+            Ok(conn)
+        })
+    });
+    let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(
+        &settings.database_url,
+        manager_config,
+    );
+    let pool = bb8::Pool::builder()
+        .max_size(settings.pool_max_size)
+        .connection_timeout(settings.pool_timeout)
+        .build_unchecked(manager);
+    TenantPool::new(pool, config)
+}
+
+/// A connection inside a transaction scoped to the request's tenant: the counterpart of the
+/// original's `Database_T`.
+///
+/// Extracting it first authenticates the request (a [`Tenant`]), so a request with bad
+/// credentials never checks out a connection; then it checks one out, within the pool's
+/// bound, and begins the tenant transaction. Use it as a connection (`&mut *db`); end the
+/// request with [`TenantDb::commit`]. Dropped without a commit (an error, a panic) it is
+/// rolled back.
+#[derive(Debug)]
+pub struct TenantDb {
+    tenant: Tenant,
+    conn: TenantConnection,
+}
+
+impl TenantDb {
+    /// Checks out a connection and begins a transaction as `tenant`.
+    pub async fn begin(pool: &TenantPool, tenant: Tenant) -> Result<Self, ApiError> {
+        let conn = pool.tenant(&tenant.0).await?;
+        Ok(Self { tenant, conn })
+    }
+
+    /// The tenant the transaction is scoped to.
+    pub fn tenant(&self) -> &Tenant {
+        &self.tenant
+    }
+
+    /// Commits the transaction and returns the connection to the pool.
+    pub async fn commit(self) -> Result<(), ApiError> {
+        Ok(self.conn.commit().await?)
+    }
+}
+
+impl Deref for TenantDb {
+    type Target = AsyncPgConnection;
+
+    fn deref(&self) -> &AsyncPgConnection {
+        &self.conn
+    }
+}
+
+impl DerefMut for TenantDb {
+    fn deref_mut(&mut self) -> &mut AsyncPgConnection {
+        &mut self.conn
+    }
+}
+
+impl<S> FromRequestParts<S> for TenantDb
+where
+    S: Send + Sync,
+    Arc<JwtAuth>: FromRef<S>,
+    TenantPool: FromRef<S>,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let tenant = Tenant::from_request_parts(parts, state).await?;
+        TenantDb::begin(&TenantPool::from_ref(state), tenant).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use tenants_core::policy::{self, Grantee, QualifiedName, TableSpec};
+    use tenants_core::registry;
+
+    use super::*;
+
+    const RLS_MIGRATION: &str = "migrations/2026-11-25-000001_tenants_rls";
+
+    /// The committed RLS migration is exactly what `tenants_core::policy` renders for the
+    /// marked table (what `tenants generate` writes). `TODO_API_BLESS=1 cargo test -p
+    /// todo-api --lib` rewrites it.
+    #[test]
+    fn committed_rls_migration_is_the_renderers_output() {
+        let config = Config::default();
+        let tables = registry::tables();
+        assert_eq!(
+            tables
+                .iter()
+                .map(|t| (t.schema, t.name, t.tenant_column))
+                .collect::<Vec<_>>(),
+            [("public", "todo_item", "tenant")]
+        );
+        let spec = TableSpec::from_registry(
+            &tables[0],
+            vec![QualifiedName::new("public", "todo_item_id_seq")],
+        );
+        let changes = policy::setup(&config, &[spec], &[Grantee::CurrentUser]);
+        let up = policy::render_up(&config, &changes);
+        let down = policy::render_down(&config, &changes);
+
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(RLS_MIGRATION);
+        if std::env::var_os("TODO_API_BLESS").is_some() {
+            std::fs::write(dir.join("up.sql"), &up).expect("write up.sql");
+            std::fs::write(dir.join("down.sql"), &down).expect("write down.sql");
+        }
+        let read = |file: &str| {
+            std::fs::read_to_string(dir.join(file))
+                .unwrap_or_else(|e| panic!("{RLS_MIGRATION}/{file}: {e}"))
+        };
+        let hint = "the committed RLS migration differs from the renderer's output; \
+                    regenerate it with `TODO_API_BLESS=1 cargo test -p todo-api --lib`";
+        assert_eq!(read("up.sql"), up, "{hint}");
+        assert_eq!(read("down.sql"), down, "{hint}");
+    }
+
+    #[test]
+    fn splits_urls_around_the_database() {
+        let parts =
+            UrlParts::parse("postgres://u:p%2Fw@h:5432/my%20db?sslmode=disable").expect("parse");
+        assert_eq!(parts.database().expect("name"), "my db");
+        assert_eq!(
+            parts.with_database("postgres"),
+            "postgres://u:p%2Fw@h:5432/postgres?sslmode=disable"
+        );
+        let parts = UrlParts::parse("postgresql://h/d").expect("parse");
+        assert_eq!(parts.with_database("postgres"), "postgresql://h/postgres");
+        assert!(UrlParts::parse("host=h dbname=d").is_none());
+        assert!(UrlParts::parse("postgres://h").is_none());
+        assert!(
+            UrlParts::parse("postgres://h/").is_some_and(|p| p.database().is_err()),
+            "an empty database name is refused"
+        );
+    }
+}
