@@ -72,6 +72,7 @@ pub struct Config {
     admin_policy: String,
     force_rls: bool,
     tenant_type: Option<TenantSqlType>,
+    statement_cache: bool,
 }
 
 impl Default for Config {
@@ -84,6 +85,7 @@ impl Default for Config {
             admin_policy: "tenants_admin".into(),
             force_rls: true,
             tenant_type: None,
+            statement_cache: true,
         }
     }
 }
@@ -98,6 +100,7 @@ impl fmt::Debug for Config {
             .field("admin_policy", &self.admin_policy)
             .field("force_rls", &self.force_rls)
             .field("tenant_type", &self.tenant_type)
+            .field("statement_cache", &self.statement_cache)
             .finish()
     }
 }
@@ -203,6 +206,20 @@ impl Config {
             Some(sql_type) => Tenant::of_type(id, sql_type),
             None => Tenant::new(id),
         }
+    }
+
+    /// Whether pooled connections cache prepared statements (default `true`).
+    pub fn statement_cache(&self) -> bool {
+        self.statement_cache
+    }
+
+    /// Turns the prepared-statement cache of pooled connections on or off. Turn it off
+    /// behind PgBouncer older than 1.21 in transaction mode: a cached statement lives on one
+    /// server connection, and the next transaction may run on another, where it does not
+    /// exist. (PgBouncer 1.21+ with `max_prepared_statements` needs no change.)
+    pub fn with_statement_cache(mut self, cache: bool) -> Self {
+        self.statement_cache = cache;
+        self
     }
 
     /// Turns `FORCE ROW LEVEL SECURITY` on or off for every marked table.

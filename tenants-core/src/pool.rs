@@ -9,7 +9,11 @@ use diesel_async::pooled_connection::bb8::{Pool, PooledConnection};
 use diesel_async::pooled_connection::{
     AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
 };
-use diesel_async::{AnsiTransactionManager, AsyncPgConnection, RunQueryDsl, TransactionManager};
+use diesel::connection::CacheSize;
+use diesel_async::{
+    AnsiTransactionManager, AsyncConnection, AsyncPgConnection, SimpleAsyncConnection,
+    TransactionManager,
+};
 
 use crate::config::Config;
 use crate::error::Error;
@@ -108,25 +112,28 @@ impl TenantPool {
     pub fn manager_config(config: &Config) -> ManagerConfig<AsyncPgConnection> {
         let check = clean_check_sql(config);
         let mut manager_config = ManagerConfig::default();
-        manager_config.recycling_method = RecyclingMethod::CustomFunction(Box::new(move |conn| {
+        manager_config.recycling_method = RecyclingMethod::CustomFunction(Box::new(move |conn: &mut AsyncPgConnection| {
+            // A simple-protocol statement: no prepared statement, so it works behind any
+            // PgBouncer; it fails (and bb8 replaces the connection) when not clean.
             let check = check.clone();
             Box::pin(async move {
-                let clean: bool =
-                    diesel::select(diesel::dsl::sql::<diesel::sql_types::Bool>(&check))
-                        .get_result(conn)
-                        .await?;
-                if clean {
-                    Ok(())
-                } else {
-                    tracing::warn!(
-                        "discarding a pooled connection left with a switched role or a set tenant"
-                    );
-                    Err(DieselError::QueryBuilderError(
-                        "pooled connection is not clean: role switched or tenant set".into(),
-                    ))
+                let clean = conn.batch_execute(&check).await;
+                if let Err(error) = &clean {
+                    tracing::warn!(%error, "discarding a pooled connection that is not clean");
                 }
+                clean
             })
         }));
+        if !config.statement_cache() {
+            manager_config.custom_setup = Box::new(|url| {
+                let url = url.to_string();
+                Box::pin(async move {
+                    let mut conn = AsyncPgConnection::establish(&url).await?;
+                    conn.set_prepared_statement_cache_size(CacheSize::Disabled);
+                    Ok(conn)
+                })
+            });
+        }
         manager_config
     }
 
@@ -229,10 +236,13 @@ impl TenantPool {
     }
 }
 
-/// `SELECT` expression true when a connection is back to its login role with no tenant.
+/// A statement that fails unless the connection is back to its login role, with no tenant
+/// set and no transaction left open. Sent with the simple protocol, where a statement
+/// outside a transaction block has `now() = statement_timestamp()`; inside one begun
+/// earlier, `now()` is older.
 fn clean_check_sql(config: &Config) -> String {
     format!(
-        "current_user = session_user AND coalesce(current_setting({}, true), '') = ''",
+        "DO $tenants$ BEGIN\n  IF current_user <> session_user\n     OR coalesce(current_setting({}, true), '') <> ''\n     OR now() <> statement_timestamp() THEN\n    RAISE EXCEPTION 'tenants: pooled connection not clean (role %, tenant or transaction left over)', current_user;\n  END IF;\nEND $tenants$",
         quote_literal(config.setting())
     )
 }

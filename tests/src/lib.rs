@@ -6,6 +6,10 @@
 //! for inspection when it fails. A test that cannot reach the server fails with a hint; it
 //! never skips itself.
 
+mod pgbouncer;
+
+pub use pgbouncer::PgBouncer;
+
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Text};

@@ -2,7 +2,9 @@
 
 mod common;
 mod escaping;
+mod faults;
 mod isolation;
+mod pgbouncer;
 mod pool_hygiene;
 mod registry;
 mod round_trips;

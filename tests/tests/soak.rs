@@ -201,12 +201,15 @@ async fn operation(
             }
             conn.commit().await
         }
-        // a plain checkout: must be clean
+        // a plain checkout: must be clean. (Its query runs in a plain transaction: behind
+        // PgBouncer < 1.21 a prepared statement outside a transaction may reach another
+        // server between its parse and its execution.)
         _ => {
             let mut conn = pool.pool().get().await?;
-            let session = diesel::sql_query(SESSION)
-                .get_result::<Session>(&mut conn)
-                .await?;
+            let session = diesel_async::AsyncConnection::transaction(&mut conn, async |c| {
+                diesel::sql_query(SESSION).get_result::<Session>(c).await
+            })
+            .await?;
             if session.role != session.login || !session.tenant.is_empty() {
                 v.record(format!(
                     "checkout was dirty: {}/{}",
