@@ -6,9 +6,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use diesel::connection::{Instrumentation, InstrumentationEvent};
 use diesel_async::{AsyncConnection, AsyncPgConnection};
 use tenants_core::catalog::{self as core_catalog, Catalog, MarkedTable, ProbeKey};
-use tenants_core::policy::{self, Change, PlanError, QualifiedName};
+use tenants_core::policy::{self, Change, Grantee, PlanError, QualifiedName, TableSpec};
 use tenants_core::registry::TenantSqlType;
-use tenants_core::{Config, VerifyReport, verify};
+use tenants_core::{Config, Finding, VerifyReport, verify};
 
 use crate::settings::Settings;
 use crate::{CliError, Options, sources};
@@ -49,7 +49,12 @@ pub struct State {
     pub tables: Vec<MarkedTable>,
     /// The live catalog.
     pub catalog: Catalog,
+    /// `--grant-to`, as given.
+    grant_to: Vec<String>,
 }
+
+/// The `--grant-to` keyword for whoever runs the migration.
+const CURRENT_USER: &str = "CURRENT_USER";
 
 fn one_line(text: impl ToString) -> String {
     text.to_string()
@@ -113,13 +118,20 @@ impl State {
     /// Parses the sources, then reads the catalog.
     pub fn read(options: &Options) -> Result<Self, CliError> {
         let mut session = Session::open(options)?;
+        // Outside --full, CURRENT_USER is the connecting role, which an empty list means.
+        let members: Vec<String> = options
+            .grant_to
+            .iter()
+            .filter(|name| !name.eq_ignore_ascii_case(CURRENT_USER))
+            .cloned()
+            .collect();
         let catalog = session
             .runtime
             .block_on(core_catalog::read(
                 &mut session.conn,
                 &session.config,
                 &session.tables,
-                &options.grant_to,
+                &members,
             ))
             .map_err(|e| DatabaseError::Query(one_line(e)))?;
         if options.verbose {
@@ -133,6 +145,7 @@ impl State {
             config: session.config,
             tables: session.tables,
             catalog,
+            grant_to: options.grant_to.clone(),
         })
     }
 
@@ -144,6 +157,58 @@ impl State {
     /// The changes that bring the database under the contract.
     pub fn plan(&self) -> Result<Vec<Change>, PlanError> {
         policy::plan(&self.config, &self.tables, &self.catalog)
+    }
+
+    /// The whole contract for every marked table, from scratch (`--full`). The tables and
+    /// their tenant columns must exist all the same: their sequences come from the catalog.
+    pub fn full(&self) -> Result<Vec<Change>, PlanError> {
+        let missing: Vec<Finding> = self
+            .report()
+            .findings
+            .into_iter()
+            .filter(|f| {
+                matches!(
+                    f,
+                    Finding::TableMissing { .. }
+                        | Finding::ColumnMissing { .. }
+                        | Finding::ColumnTypeMismatch { .. }
+                )
+            })
+            .collect();
+        if !missing.is_empty() {
+            return Err(PlanError(missing));
+        }
+        let specs: Vec<TableSpec> = self
+            .tables
+            .iter()
+            .map(|t| TableSpec {
+                table: t.table.clone(),
+                tenant_column: t.key.column.clone(),
+                sql_type: t.key.sql_type,
+                sequences: self
+                    .catalog
+                    .sequences
+                    .iter()
+                    .filter(|s| s.table_schema == t.table.schema && s.table_name == t.table.name)
+                    .map(|s| QualifiedName::new(&s.schema, &s.name))
+                    .collect(),
+            })
+            .collect();
+        let grantees: Vec<Grantee> = if self.grant_to.is_empty() {
+            vec![Grantee::Role(self.catalog.login.name.clone())]
+        } else {
+            self.grant_to
+                .iter()
+                .map(|name| {
+                    if name.eq_ignore_ascii_case(CURRENT_USER) {
+                        Grantee::CurrentUser
+                    } else {
+                        Grantee::Role(name.clone())
+                    }
+                })
+                .collect()
+        };
+        Ok(policy::setup(&self.config, &specs, &grantees))
     }
 }
 

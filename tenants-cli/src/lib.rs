@@ -82,9 +82,17 @@ pub struct Options {
     /// The transaction-local setting holding the current tenant.
     #[arg(long, default_value = "tenants.current_tenant")]
     pub setting: String,
-    /// The login role(s) to grant our roles to (default: the connecting role).
+    /// The login role(s) to grant our roles to (default: the connecting role);
+    /// `CURRENT_USER` means whoever runs the migration (with --full; otherwise the
+    /// connecting role).
     #[arg(long)]
     pub grant_to: Vec<String>,
+    /// diff and generate: the whole contract for every marked table, whatever the
+    /// database already has. A migration to commit and replay on any database (roles are
+    /// created only where missing); with `--grant-to CURRENT_USER` it grants our roles to
+    /// whoever runs it.
+    #[arg(long)]
+    pub full: bool,
     /// Also print how many statements read the catalog.
     #[arg(long)]
     pub verbose: bool,
@@ -205,6 +213,10 @@ pub fn config(options: &Options) -> Result<Config, tenants_core::ConfigError> {
 
 fn changes(options: &Options) -> Result<(Config, Vec<Change>), CliError> {
     let state = catalog::State::read(options)?;
-    let changes = state.plan()?;
+    let changes = if options.full {
+        state.full()?
+    } else {
+        state.plan()?
+    };
     Ok((state.config, changes))
 }

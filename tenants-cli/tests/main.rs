@@ -3,5 +3,6 @@
 mod audit;
 mod cycle;
 mod errors;
+mod example;
 mod fixture;
 mod scale;
