@@ -4,12 +4,12 @@ use std::future::Future;
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 
+use diesel::connection::CacheSize;
 use diesel::result::Error as DieselError;
 use diesel_async::pooled_connection::bb8::{Pool, PooledConnection};
 use diesel_async::pooled_connection::{
     AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
 };
-use diesel::connection::CacheSize;
 use diesel_async::{
     AnsiTransactionManager, AsyncConnection, AsyncPgConnection, SimpleAsyncConnection,
     TransactionManager,
@@ -112,18 +112,19 @@ impl TenantPool {
     pub fn manager_config(config: &Config) -> ManagerConfig<AsyncPgConnection> {
         let check = clean_check_sql(config);
         let mut manager_config = ManagerConfig::default();
-        manager_config.recycling_method = RecyclingMethod::CustomFunction(Box::new(move |conn: &mut AsyncPgConnection| {
-            // A simple-protocol statement: no prepared statement, so it works behind any
-            // PgBouncer; it fails (and bb8 replaces the connection) when not clean.
-            let check = check.clone();
-            Box::pin(async move {
-                let clean = conn.batch_execute(&check).await;
-                if let Err(error) = &clean {
-                    tracing::warn!(%error, "discarding a pooled connection that is not clean");
-                }
-                clean
-            })
-        }));
+        manager_config.recycling_method =
+            RecyclingMethod::CustomFunction(Box::new(move |conn: &mut AsyncPgConnection| {
+                // A simple-protocol statement: no prepared statement, so it works behind any
+                // PgBouncer; it fails (and bb8 replaces the connection) when not clean.
+                let check = check.clone();
+                Box::pin(async move {
+                    let clean = conn.batch_execute(&check).await;
+                    if let Err(error) = &clean {
+                        tracing::warn!(%error, "discarding a pooled connection that is not clean");
+                    }
+                    clean
+                })
+            }));
         if !config.statement_cache() {
             manager_config.custom_setup = Box::new(|url| {
                 let url = url.to_string();
