@@ -1,6 +1,8 @@
 //! Fixtures shared by the integration tests.
 
-use diesel::PgConnection;
+use diesel::sql_types::{Integer, Text};
+use diesel::{PgConnection, QueryResult, QueryableByName};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use tenants_core::policy::{self, Grantee, QualifiedName, TableSpec};
 use tenants_core::registry::TenantSqlType;
 use tenants_core::{Config, TenantPool};
@@ -92,4 +94,34 @@ pub async fn pool(url: &str, size: u32) -> TenantPool {
     TenantPool::connect_with(url, Config::default(), bb8::Pool::builder().max_size(size))
         .await
         .unwrap_or_else(|e| panic!("cannot build pool for {url}: {e}"))
+}
+
+/// Which backend a connection is on, whom it runs as, and its tenant setting.
+#[derive(QueryableByName, Debug, PartialEq)]
+pub struct Session {
+    /// `pg_backend_pid()`.
+    #[diesel(sql_type = Integer)]
+    pub pid: i32,
+    /// `current_user`.
+    #[diesel(sql_type = Text)]
+    pub role: String,
+    /// The tenant setting, `''` when unset.
+    #[diesel(sql_type = Text)]
+    pub tenant: String,
+}
+
+/// The session of `conn`.
+pub async fn session_of(conn: &mut AsyncPgConnection) -> QueryResult<Session> {
+    diesel::sql_query(
+        "SELECT pg_backend_pid() AS pid, current_user::text AS role,
+                coalesce(current_setting('tenants.current_tenant', true), '') AS tenant",
+    )
+    .get_result::<Session>(conn)
+    .await
+}
+
+/// The session of a plain checkout from `pool`.
+pub async fn checkout_session(pool: &TenantPool) -> Session {
+    let mut conn = pool.pool().get().await.expect("checkout");
+    session_of(&mut conn).await.expect("session state")
 }

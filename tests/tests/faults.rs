@@ -1,31 +1,12 @@
 //! Faults: a backend killed mid-transaction, a statement timeout. (A server restart is in
 //! its own test binary, `tests/restart.rs`, so that it disturbs no other test.)
 
-use diesel::QueryableByName;
-use diesel::sql_types::{Integer, Text};
 use diesel_async::RunQueryDsl;
 use tenants_core::registry::TenantSqlType;
 use tenants_core::{Config, TenantPool};
 use tenants_tests::TestDb;
 
-use crate::common::{Login, create_marked_table};
-
-#[derive(QueryableByName, Debug, PartialEq)]
-struct Session {
-    #[diesel(sql_type = Integer)]
-    pid: i32,
-    #[diesel(sql_type = Text)]
-    role: String,
-    #[diesel(sql_type = Text)]
-    tenant: String,
-}
-
-const SESSION: &str = "SELECT pg_backend_pid() AS pid, current_user::text AS role,
-    coalesce(current_setting('tenants.current_tenant', true), '') AS tenant";
-
-async fn session(conn: &mut diesel_async::AsyncPgConnection) -> diesel::QueryResult<Session> {
-    diesel::sql_query(SESSION).get_result::<Session>(conn).await
-}
+use crate::common::{Login, create_marked_table, session_of};
 
 async fn prepared() -> (TestDb, TenantPool) {
     let db = TestDb::new();
@@ -53,7 +34,7 @@ async fn prepared() -> (TestDb, TenantPool) {
 async fn a_backend_terminated_mid_transaction_is_an_error_then_the_pool_recovers() {
     let (db, pool) = prepared().await;
     let mut conn = pool.tenant("acme").await.expect("tenant");
-    let inside = session(&mut conn).await.expect("session");
+    let inside = session_of(&mut conn).await.expect("session");
     assert_eq!(
         (inside.role.as_str(), inside.tenant.as_str()),
         ("tenants_user", "acme")
@@ -65,7 +46,7 @@ async fn a_backend_terminated_mid_transaction_is_an_error_then_the_pool_recovers
             inside.pid
         ),
     );
-    let after_kill = session(&mut conn).await;
+    let after_kill = session_of(&mut conn).await;
     assert!(
         after_kill.is_err(),
         "the caller gets an error: {after_kill:?}"
@@ -74,7 +55,7 @@ async fn a_backend_terminated_mid_transaction_is_an_error_then_the_pool_recovers
 
     // The next checkout gets a new, clean connection, scoped as asked.
     let mut conn = pool.tenant("globex").await.expect("tenant after the kill");
-    let next = session(&mut conn).await.expect("session");
+    let next = session_of(&mut conn).await.expect("session");
     assert_ne!(next.pid, inside.pid);
     assert_eq!(
         (next.role.as_str(), next.tenant.as_str()),
@@ -82,7 +63,7 @@ async fn a_backend_terminated_mid_transaction_is_an_error_then_the_pool_recovers
     );
     conn.commit().await.expect("commit");
     let mut plain = pool.pool().get().await.expect("checkout");
-    let idle = session(&mut plain).await.expect("session");
+    let idle = session_of(&mut plain).await.expect("session");
     assert_eq!(
         (idle.role.as_str(), idle.tenant.as_str()),
         (Login::App.role().expect("app"), "")
@@ -93,7 +74,7 @@ async fn a_backend_terminated_mid_transaction_is_an_error_then_the_pool_recovers
 async fn a_statement_timeout_is_an_error_and_the_connection_stays_usable_and_clean() {
     let (_db, pool) = prepared().await;
     let mut conn = pool.tenant("acme").await.expect("tenant");
-    let pid = session(&mut conn).await.expect("session").pid;
+    let pid = session_of(&mut conn).await.expect("session").pid;
     diesel::sql_query("SET LOCAL statement_timeout = '100ms'")
         .execute(&mut conn)
         .await
@@ -109,7 +90,7 @@ async fn a_statement_timeout_is_an_error_and_the_connection_stays_usable_and_cle
 
     // Same backend, back to the login role, no tenant, and the timeout was local too.
     let mut plain = pool.pool().get().await.expect("checkout");
-    let idle = session(&mut plain).await.expect("session");
+    let idle = session_of(&mut plain).await.expect("session");
     assert_eq!(
         (idle.pid, idle.role.as_str(), idle.tenant.as_str()),
         (pid, Login::App.role().expect("app"), "")

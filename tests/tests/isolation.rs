@@ -3,7 +3,7 @@
 //! its tenant's rows.
 
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Integer, Text};
+use diesel::sql_types::BigInt;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use std::future::Future;
 use std::pin::Pin;
@@ -11,7 +11,7 @@ use tenants_core::registry::TenantSqlType;
 use tenants_core::{Config, TenantId, TenantPool};
 use tenants_tests::{PgBouncer, TestDb};
 
-use crate::common::{Login, create_marked_table, pool};
+use crate::common::{Login, checkout_session, create_marked_table, pool};
 
 type Names<'a> = Pin<Box<dyn Future<Output = QueryResult<Vec<String>>> + Send + 'a>>;
 
@@ -34,33 +34,12 @@ struct N {
     n: i64,
 }
 
-#[derive(QueryableByName)]
-struct Session {
-    #[diesel(sql_type = Integer)]
-    pid: i32,
-    #[diesel(sql_type = Text)]
-    role: String,
-    #[diesel(sql_type = Text)]
-    tenant: String,
-}
-
 async fn count(conn: &mut AsyncPgConnection, sql: &str) -> i64 {
     diesel::sql_query(sql)
         .get_result::<N>(conn)
         .await
         .unwrap_or_else(|e| panic!("{sql}: {e}"))
         .n
-}
-
-async fn session(pool: &TenantPool) -> Session {
-    let mut conn = pool.pool().get().await.expect("checkout");
-    diesel::sql_query(
-        "SELECT pg_backend_pid() AS pid, current_user::text AS role,
-                coalesce(current_setting('tenants.current_tenant', true), '') AS tenant",
-    )
-    .get_result::<Session>(&mut conn)
-    .await
-    .expect("session state")
 }
 
 fn assert_rls_violation(result: QueryResult<usize>, what: &str) {
@@ -120,7 +99,7 @@ pub async fn run_via<A: TenantId + Copy, B: TenantId + Copy>(
                 .expect("pool through pgbouncer")
         }
     };
-    let home = session(&pool).await;
+    let home = checkout_session(&pool).await;
     // The same backend after each transaction, when there is no PgBouncer in between.
     let same_backend = |pid: i32| bouncer.is_some() || pid == home.pid;
 
@@ -212,7 +191,7 @@ pub async fn run_via<A: TenantId + Copy, B: TenantId + Copy>(
     conn.rollback().await.expect("rollback");
 
     // After commit and after rollback the same backend is back to the login role, empty.
-    let after = session(&pool).await;
+    let after = checkout_session(&pool).await;
     assert!(same_backend(after.pid), "pool of one reuses its connection");
     assert_eq!(after.role, home.role);
     assert_eq!(after.tenant, "");
@@ -228,7 +207,7 @@ pub async fn run_via<A: TenantId + Copy, B: TenantId + Copy>(
         6
     );
     admin.commit().await.expect("commit admin");
-    let after = session(&pool).await;
+    let after = checkout_session(&pool).await;
     assert!(same_backend(after.pid));
     assert_eq!(
         (after.role.as_str(), after.tenant.as_str()),
@@ -247,7 +226,7 @@ pub async fn run_via<A: TenantId + Copy, B: TenantId + Copy>(
         assert_eq!(names, ["b1", "b2"], "round {round}");
         conn.rollback().await.expect("rollback");
     }
-    let after = session(&pool).await;
+    let after = checkout_session(&pool).await;
     assert!(same_backend(after.pid));
     assert_eq!(after.tenant, "");
 

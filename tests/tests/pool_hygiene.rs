@@ -1,33 +1,12 @@
 //! Nothing survives a transaction on a pooled connection.
 
 use diesel::QueryableByName;
-use diesel::sql_types::{Integer, Text};
+use diesel::sql_types::Text;
 use diesel_async::RunQueryDsl;
 use tenants_core::{Config, Error, TenantPool, policy};
 use tenants_tests::{TestDb, batch_locked};
 
-use crate::common::pool;
-
-#[derive(QueryableByName, Debug, PartialEq)]
-struct Session {
-    #[diesel(sql_type = Integer)]
-    pid: i32,
-    #[diesel(sql_type = Text)]
-    role: String,
-    #[diesel(sql_type = Text)]
-    tenant: String,
-}
-
-const SESSION: &str = "SELECT pg_backend_pid() AS pid, current_user::text AS role,
-    coalesce(current_setting('tenants.current_tenant', true), '') AS tenant";
-
-async fn session(pool: &TenantPool) -> Session {
-    let mut conn = pool.pool().get().await.expect("checkout");
-    diesel::sql_query(SESSION)
-        .get_result::<Session>(&mut conn)
-        .await
-        .expect("session")
-}
+use crate::common::{checkout_session, pool, session_of};
 
 async fn prepared() -> (TestDb, TenantPool) {
     let db = TestDb::new();
@@ -43,20 +22,17 @@ async fn prepared() -> (TestDb, TenantPool) {
 #[tokio::test]
 async fn dropped_tenant_connection_is_rolled_back_and_kept() {
     let (_db, pool) = prepared().await;
-    let home = session(&pool).await;
+    let home = checkout_session(&pool).await;
     {
         let mut conn = pool.tenant("acme").await.expect("tenant");
-        let inside = diesel::sql_query(SESSION)
-            .get_result::<Session>(&mut conn)
-            .await
-            .expect("inside");
+        let inside = session_of(&mut conn).await.expect("inside");
         assert_eq!(
             (inside.role.as_str(), inside.tenant.as_str()),
             ("tenants_user", "acme")
         );
         // dropped without commit
     }
-    let after = session(&pool).await;
+    let after = checkout_session(&pool).await;
     assert_eq!(after, home, "same backend, login role, no tenant");
 }
 
@@ -68,7 +44,7 @@ async fn transaction_commits_on_ok_and_rolls_back_on_err() {
         "CREATE TABLE log (v text); GRANT ALL ON log TO tenants_user, tenants_admin",
     )
     .expect("table");
-    let home = session(&pool).await;
+    let home = checkout_session(&pool).await;
     pool.transaction("acme", async |conn| {
         diesel::sql_query("INSERT INTO log VALUES ('kept')")
             .execute(conn)
@@ -96,7 +72,7 @@ async fn transaction_commits_on_ok_and_rolls_back_on_err() {
         .await
         .expect("read back");
     assert_eq!(kept.v, "kept");
-    assert_eq!(session(&pool).await, home);
+    assert_eq!(checkout_session(&pool).await, home);
 }
 
 #[derive(QueryableByName)]
@@ -108,7 +84,7 @@ struct Log {
 #[tokio::test]
 async fn a_dirty_connection_is_discarded_by_the_recycle_check() {
     let (_db, pool) = prepared().await;
-    let home = session(&pool).await;
+    let home = checkout_session(&pool).await;
     {
         // User code that switches role for the session, behind the library's back.
         let mut conn = pool.pool().get().await.expect("checkout");
@@ -117,7 +93,7 @@ async fn a_dirty_connection_is_discarded_by_the_recycle_check() {
             .await
             .expect("set role");
     }
-    let after = session(&pool).await;
+    let after = checkout_session(&pool).await;
     assert_ne!(after.pid, home.pid, "the dirty connection was replaced");
     assert_eq!(
         (after.role, after.tenant),
@@ -130,7 +106,7 @@ async fn a_dirty_connection_is_discarded_by_the_recycle_check() {
             .await
             .expect("session-level set_config");
     }
-    let last = session(&pool).await;
+    let last = checkout_session(&pool).await;
     assert_ne!(
         last.pid, after.pid,
         "the connection with a session tenant was replaced"
