@@ -34,3 +34,68 @@ async fn shortened_soak_through_pgbouncer() {
     let (violations, errors) = soak(&pool, "soak", 2_000, 32).await;
     assert_clean(&violations, errors);
 }
+
+/// Two transactions of one client connection on two different server connections: the
+/// second finds no prepared statement there unless the cache is off.
+#[tokio::test]
+async fn the_statement_cache_must_be_off_behind_pgbouncer_before_1_21() {
+    use crate::common::create_marked_table;
+    use tenants_core::registry::TenantSqlType;
+
+    let bouncer = PgBouncer::start(2, &["postgres"]);
+    let db = TestDb::new();
+    create_marked_table(
+        &mut db.connect(),
+        &Config::default(),
+        Login::Superuser,
+        "items_text",
+        "text",
+        TenantSqlType::Text,
+    );
+    let url = bouncer.url("postgres", db.name());
+    let mut outcomes = Vec::new();
+    for cache in [true, false] {
+        let config = Config::default().with_statement_cache(cache);
+        let pool = |config: Config| {
+            let url = url.clone();
+            async move {
+                tenants_core::TenantPool::connect_with(
+                    &url,
+                    config,
+                    bb8::Pool::builder().max_size(1),
+                )
+                .await
+                .expect("pool through pgbouncer")
+            }
+        };
+        let (first, second) = (pool(config.clone()).await, pool(config).await);
+        let names = items_text::kind().names;
+        // 1. The first client prepares (and, with the cache, keeps) a statement on server A.
+        let mut conn = first.tenant("acme").await.expect("tenant");
+        names(&mut conn).await.expect("first query");
+        conn.commit().await.expect("commit");
+        // 2. The second client takes server A (PgBouncer reuses servers LIFO) and holds it.
+        let mut holder = second.tenant("acme").await.expect("tenant");
+        names(&mut holder).await.expect("holder query");
+        // 3. The first client's next transaction runs on server B.
+        let mut conn = first.tenant("acme").await.expect("tenant");
+        outcomes.push((
+            cache,
+            names(&mut conn)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+        ));
+        drop(conn);
+        holder.rollback().await.expect("rollback");
+    }
+    assert!(
+        matches!(&outcomes[0], (true, Err(e)) if e.contains("does not exist")),
+        "with the cache, the statement is missing on the other server: {outcomes:?}"
+    );
+    assert_eq!(
+        outcomes[1],
+        (false, Ok(())),
+        "without it, every transaction prepares anew"
+    );
+}
