@@ -6,7 +6,7 @@ use tenants_tests::{PgBouncer, TestDb};
 
 use crate::common::{APP, Login, OWNER};
 use crate::isolation::{items_int8, items_text, items_uuid, run_via};
-use crate::soak::{assert_clean, seed, soak};
+use crate::soak::{assert_clean, seed, soak_tolerating};
 
 #[tokio::test]
 async fn isolation_suite_through_pgbouncer() {
@@ -31,8 +31,27 @@ async fn shortened_soak_through_pgbouncer() {
     )
     .await
     .expect("pool through pgbouncer");
-    let (violations, errors) = soak(&pool, "soak", 2_000, 32).await;
-    assert_clean(&violations, errors);
+    // Behind PgBouncer < 1.21 a query cancelled mid-flight can leave its prepared
+    // statement's Close to reach another server, which answers with an error the client
+    // does not expect: that connection fails and is replaced. An error, never a leak.
+    let protocol_error = |e: &tenants_core::Error| {
+        let text = e.to_string();
+        text.contains("unexpected message from server") || text.contains("prepared statement")
+    };
+    let outcome = soak_tolerating(&pool, "soak", 2_000, 32, protocol_error).await;
+    eprintln!(
+        "pgbouncer soak: {} tolerated protocol errors",
+        outcome.tolerated
+    );
+    assert_clean(&outcome);
+    assert!(
+        outcome.tolerated < 2_000 / 50,
+        "{} protocol errors",
+        outcome.tolerated
+    );
+    // The pool still serves.
+    let conn = pool.tenant("t3").await.expect("tenant after the soak");
+    conn.commit().await.expect("commit");
 }
 
 /// Two transactions of one client connection on two different server connections: the
