@@ -11,7 +11,7 @@ use diesel_async::pooled_connection::{
     AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
 };
 use diesel_async::{
-    AnsiTransactionManager, AsyncConnection, AsyncPgConnection, SimpleAsyncConnection,
+    AnsiTransactionManager, AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection,
     TransactionManager,
 };
 
@@ -111,14 +111,30 @@ impl TenantPool {
     /// check replaces diesel-async's default `SELECT 1`, so it costs no extra round trip.
     pub fn manager_config(config: &Config) -> ManagerConfig<AsyncPgConnection> {
         let check = clean_check_sql(config);
+        let prepared = config
+            .statement_cache()
+            .then(|| CleanCheck(Arc::from(clean_check_prepared_sql(config))));
         let mut manager_config = ManagerConfig::default();
         manager_config.recycling_method =
             RecyclingMethod::CustomFunction(Box::new(move |conn: &mut AsyncPgConnection| {
-                // A simple-protocol statement: no prepared statement, so it works behind any
-                // PgBouncer; it fails (and bb8 replaces the connection) when not clean.
                 let check = check.clone();
+                let prepared = prepared.clone();
                 Box::pin(async move {
-                    let clean = conn.batch_execute(&check).await;
+                    let clean = match prepared {
+                        // With the statement cache on (the default): a cached prepared
+                        // statement, executed without being parsed or planned again.
+                        Some(prepared) => match prepared.get_result::<bool>(conn).await {
+                            Ok(true) => Ok(()),
+                            Ok(false) => Err(DieselError::QueryBuilderError(
+                                "pooled connection is not clean: role switched or tenant set"
+                                    .into(),
+                            )),
+                            Err(error) => Err(error),
+                        },
+                        // A simple-protocol statement: no prepared statement, so it works
+                        // behind any PgBouncer; it fails when not clean.
+                        None => conn.batch_execute(&check).await,
+                    };
                     if let Err(error) = &clean {
                         tracing::warn!(%error, "discarding a pooled connection that is not clean");
                     }
@@ -246,6 +262,43 @@ fn clean_check_sql(config: &Config) -> String {
         "DO $tenants$ BEGIN\n  IF current_user <> session_user\n     OR coalesce(current_setting({}, true), '') <> ''\n     OR now() <> statement_timestamp() THEN\n    RAISE EXCEPTION 'tenants: pooled connection not clean (role %, tenant or transaction left over)', current_user;\n  END IF;\nEND $tenants$",
         quote_literal(config.setting())
     )
+}
+
+/// The check as one `SELECT` for the extended protocol, true when clean. It cannot see a
+/// transaction left open by raw SQL (`now() <> statement_timestamp()` holds for every
+/// extended-protocol statement); one opened through diesel's transaction manager makes
+/// bb8 discard the connection before this runs (`has_broken`).
+fn clean_check_prepared_sql(config: &Config) -> String {
+    format!(
+        "SELECT current_user = session_user AND coalesce(current_setting({}, true), '') = ''",
+        quote_literal(config.setting())
+    )
+}
+
+/// The prepared recycle check: diesel caches it by its SQL text. (`diesel::dsl::sql` and
+/// `sql_query` are never cached: the check would be parsed, planned and closed again on
+/// every checkout, one extra round trip.)
+#[derive(Debug, Clone)]
+struct CleanCheck(Arc<str>);
+
+impl diesel::query_builder::QueryId for CleanCheck {
+    type QueryId = ();
+    // No static id: the cache keys the statement by its SQL, which the config shapes.
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl diesel::query_builder::Query for CleanCheck {
+    type SqlType = diesel::sql_types::Bool;
+}
+
+impl diesel::query_builder::QueryFragment<diesel::pg::Pg> for CleanCheck {
+    fn walk_ast<'b>(
+        &'b self,
+        mut out: diesel::query_builder::AstPass<'_, 'b, diesel::pg::Pg>,
+    ) -> diesel::QueryResult<()> {
+        out.push_sql(&self.0);
+        Ok(())
+    }
 }
 
 /// Commits after `Ok`, rolls back after `Err`, exactly as diesel-async's `transaction`.

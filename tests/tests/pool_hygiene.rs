@@ -126,3 +126,42 @@ async fn invalid_tenant_id_is_rejected_before_checkout() {
     }
     drop(held);
 }
+
+#[tokio::test]
+async fn without_the_statement_cache_a_raw_transaction_left_open_is_discarded() {
+    // The simple-protocol check (statement cache off, as behind PgBouncer < 1.21) also sees
+    // a transaction opened with raw SQL behind diesel's transaction manager; the cached
+    // prepared check cannot (see `TenantPool::manager_config`).
+    let db = TestDb::new();
+    let config = Config::default();
+    batch_locked(
+        &mut db.connect(),
+        &policy::render_up(&config, &policy::setup(&config, &[], &[])),
+    );
+    let pool = TenantPool::connect_with(
+        &db.url(),
+        config.with_statement_cache(false),
+        bb8::Pool::builder().max_size(1),
+    )
+    .await
+    .expect("pool");
+    let before = checkout_session(&pool).await;
+    {
+        let mut conn = pool.pool().get().await.expect("checkout");
+        diesel_async::SimpleAsyncConnection::batch_execute(&mut *conn, "BEGIN")
+            .await
+            .expect("raw begin");
+    }
+    let fresh = checkout_session(&pool).await;
+    assert_ne!(
+        fresh.pid, before.pid,
+        "the connection left in a transaction was replaced"
+    );
+    let mut conn = pool.pool().get().await.expect("checkout");
+    assert!(
+        diesel_async::SimpleAsyncConnection::batch_execute(&mut *conn, "SAVEPOINT probe")
+            .await
+            .is_err(),
+        "no transaction is open on the new connection"
+    );
+}
