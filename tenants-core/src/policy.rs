@@ -280,6 +280,31 @@ fn role_list(roles: &[String]) -> String {
         .join(", ")
 }
 
+/// Whether [`privileges_sql`] grants or revokes.
+#[derive(Clone, Copy)]
+enum Direction {
+    Grant,
+    Revoke,
+}
+
+/// `GRANT privileges ON object TO roles;` or its `REVOKE .. FROM ..` inverse.
+fn privileges_sql(
+    direction: Direction,
+    privileges: &[String],
+    object: &str,
+    roles: &[String],
+) -> String {
+    let (verb, preposition) = match direction {
+        Direction::Grant => ("GRANT", "TO"),
+        Direction::Revoke => ("REVOKE", "FROM"),
+    };
+    format!(
+        "{verb} {} ON {object} {preposition} {};",
+        privileges.join(", "),
+        role_list(roles)
+    )
+}
+
 fn create_policy_sql(table: &QualifiedName, name: &str, def: &PolicyDef) -> String {
     let mut sql = format!(
         "CREATE POLICY {} ON {table} AS {} FOR {} TO {}",
@@ -310,10 +335,11 @@ impl Change {
             Change::GrantRole { role, member } => {
                 format!("GRANT {} TO {member};", quote_ident(role))
             }
-            Change::GrantSchemaUsage { schema, roles } => format!(
-                "GRANT USAGE ON SCHEMA {} TO {};",
-                quote_ident(schema),
-                role_list(roles)
+            Change::GrantSchemaUsage { schema, roles } => privileges_sql(
+                Direction::Grant,
+                &["USAGE".to_string()],
+                &format!("SCHEMA {}", quote_ident(schema)),
+                roles,
             ),
             Change::EnableRls { table } => {
                 format!("ALTER TABLE {table} ENABLE ROW LEVEL SECURITY;")
@@ -343,19 +369,16 @@ impl Change {
                 table,
                 privileges,
                 roles,
-            } => format!(
-                "GRANT {} ON {table} TO {};",
-                privileges.join(", "),
-                role_list(roles)
-            ),
+            } => privileges_sql(Direction::Grant, privileges, &table.to_string(), roles),
             Change::GrantSequence {
                 sequence,
                 privileges,
                 roles,
-            } => format!(
-                "GRANT {} ON SEQUENCE {sequence} TO {};",
-                privileges.join(", "),
-                role_list(roles)
+            } => privileges_sql(
+                Direction::Grant,
+                privileges,
+                &format!("SEQUENCE {sequence}"),
+                roles,
             ),
             Change::Undo(change) => change.down(config),
         }
@@ -372,10 +395,11 @@ impl Change {
             Change::GrantRole { role, member } => {
                 format!("REVOKE {} FROM {member};", quote_ident(role))
             }
-            Change::GrantSchemaUsage { schema, roles } => format!(
-                "REVOKE USAGE ON SCHEMA {} FROM {};",
-                quote_ident(schema),
-                role_list(roles)
+            Change::GrantSchemaUsage { schema, roles } => privileges_sql(
+                Direction::Revoke,
+                &["USAGE".to_string()],
+                &format!("SCHEMA {}", quote_ident(schema)),
+                roles,
             ),
             Change::EnableRls { table } => {
                 format!("ALTER TABLE {table} DISABLE ROW LEVEL SECURITY;")
@@ -400,19 +424,16 @@ impl Change {
                 table,
                 privileges,
                 roles,
-            } => format!(
-                "REVOKE {} ON {table} FROM {};",
-                privileges.join(", "),
-                role_list(roles)
-            ),
+            } => privileges_sql(Direction::Revoke, privileges, &table.to_string(), roles),
             Change::GrantSequence {
                 sequence,
                 privileges,
                 roles,
-            } => format!(
-                "REVOKE {} ON SEQUENCE {sequence} FROM {};",
-                privileges.join(", "),
-                role_list(roles)
+            } => privileges_sql(
+                Direction::Revoke,
+                privileges,
+                &format!("SEQUENCE {sequence}"),
+                roles,
             ),
             Change::Undo(change) => change.up(config),
         }
