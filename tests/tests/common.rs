@@ -125,3 +125,40 @@ pub async fn checkout_session(pool: &TenantPool) -> Session {
     let mut conn = pool.pool().get().await.expect("checkout");
     session_of(&mut conn).await.expect("session state")
 }
+
+/// Tenant ids built to break quoting, escaping or comparisons: every test of hostile input
+/// uses this one list.
+pub const HOSTILE_IDS: [&str; 20] = [
+    "'",
+    "''",
+    "\\",
+    "\\'",
+    "$$",
+    "';--",
+    "' OR '1'='1",
+    "acme' OR tenant <> 'acme",
+    "globex\\",
+    "E'\\x41'",
+    "acme\u{0301}",
+    " acme",
+    "acme ",
+    "\u{202E}emca",
+    "1; SET ROLE tenants_admin",
+    "\u{1F600} ünïcødé",
+    " leading and trailing ",
+    "\t\n\r",
+    "%s%n",
+    "\"quoted\"",
+];
+
+/// Asserts `result` is a database error whose message contains `needle`.
+pub fn assert_db_error<T: std::fmt::Debug>(result: &QueryResult<T>, needle: &str, what: &str) {
+    match result {
+        Err(diesel::result::Error::DatabaseError(_, info)) => assert!(
+            info.message().contains(needle),
+            "{what}: expected an error containing {needle:?}, got: {}",
+            info.message()
+        ),
+        other => panic!("{what}: expected an error containing {needle:?}, got {other:?}"),
+    }
+}

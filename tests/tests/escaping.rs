@@ -9,6 +9,8 @@ use tenants_core::policy;
 use tenants_core::{Config, Error, InvalidTenantId, MAX_TENANT_ID_BYTES, TenantTransactionExt};
 use tenants_tests::{TestDb, batch_locked};
 
+use crate::common::{HOSTILE_IDS, assert_db_error};
+
 #[derive(QueryableByName)]
 struct Setting {
     #[diesel(sql_type = Text)]
@@ -53,23 +55,8 @@ fn arbitrary_strings_round_trip_through_current_setting() {
             })
             .expect("round trip");
     }
-    let fixed = [
-        "'",
-        "''",
-        "\\",
-        "\\'",
-        "$$",
-        "';--",
-        "' OR '1'='1",
-        "E'\\x41'",
-        "\u{1F600} ünïcødé",
-        " leading and trailing ",
-        "\t\n\r",
-        "%s%n",
-        "\"quoted\"",
-    ];
     let mut conn = conn.into_inner();
-    for id in fixed {
+    for id in HOSTILE_IDS {
         let seen = conn
             .tenant_transaction(id, |conn| current_tenant(conn).map_err(Error::from))
             .expect("fixed id");
@@ -111,8 +98,9 @@ fn invalid_ids_are_rejected_before_any_io() {
     );
     // SAVEPOINT fails outside a transaction block: the server has none open.
     let savepoint = conn.batch_execute("SAVEPOINT probe");
-    assert!(
-        matches!(&savepoint, Err(diesel::result::Error::DatabaseError(_, info)) if info.message().contains("transaction block")),
-        "no transaction was left open: {savepoint:?}"
+    assert_db_error(
+        &savepoint,
+        "transaction block",
+        "no transaction was left open",
     );
 }

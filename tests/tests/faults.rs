@@ -6,7 +6,7 @@ use tenants_core::registry::TenantSqlType;
 use tenants_core::{Config, TenantPool};
 use tenants_tests::TestDb;
 
-use crate::common::{Login, create_marked_table, session_of};
+use crate::common::{Login, assert_db_error, create_marked_table, session_of};
 
 async fn prepared() -> (TestDb, TenantPool) {
     let db = TestDb::new();
@@ -82,10 +82,7 @@ async fn a_statement_timeout_is_an_error_and_the_connection_stays_usable_and_cle
     let slow = diesel::sql_query("SELECT pg_sleep(5)")
         .execute(&mut conn)
         .await;
-    assert!(
-        matches!(&slow, Err(diesel::result::Error::DatabaseError(_, info)) if info.message().contains("statement timeout")),
-        "{slow:?}"
-    );
+    assert_db_error(&slow, "statement timeout", "a slow statement");
     conn.rollback().await.expect("rollback after the timeout");
 
     // Same backend, back to the login role, no tenant, and the timeout was local too.

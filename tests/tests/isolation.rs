@@ -11,7 +11,7 @@ use tenants_core::registry::TenantSqlType;
 use tenants_core::{Config, TenantId, TenantPool};
 use tenants_tests::{PgBouncer, TestDb};
 
-use crate::common::{Login, checkout_session, create_marked_table, pool};
+use crate::common::{Login, assert_db_error, checkout_session, create_marked_table, pool};
 
 type Names<'a> = Pin<Box<dyn Future<Output = QueryResult<Vec<String>>> + Send + 'a>>;
 
@@ -40,17 +40,6 @@ async fn count(conn: &mut AsyncPgConnection, sql: &str) -> i64 {
         .await
         .unwrap_or_else(|e| panic!("{sql}: {e}"))
         .n
-}
-
-fn assert_rls_violation(result: QueryResult<usize>, what: &str) {
-    match result {
-        Err(diesel::result::Error::DatabaseError(_, info)) => assert!(
-            info.message().contains("row-level security"),
-            "{what}: expected an RLS violation, got: {}",
-            info.message()
-        ),
-        other => panic!("{what}: expected an RLS violation, got {other:?}"),
-    }
 }
 
 pub async fn run<A: TenantId + Copy, B: TenantId + Copy>(kind: Kind<A, B>, login: Login) {
@@ -167,25 +156,27 @@ pub async fn run_via<A: TenantId + Copy, B: TenantId + Copy>(
 
     // INSERT of another tenant's row fails with the RLS error.
     let mut conn = pool.tenant(kind.a).await.expect("tenant a");
-    assert_rls_violation(
-        diesel::sql_query(format!(
+    assert_db_error(
+        &diesel::sql_query(format!(
             "INSERT INTO \"{table}\" (name, tenant) VALUES ('x', {})",
             kind.b_sql
         ))
         .execute(&mut conn)
         .await,
+        "row-level security",
         "insert for another tenant",
     );
     conn.rollback().await.expect("rollback");
     // UPDATE moving a row to another tenant fails with the RLS error.
     let mut conn = pool.tenant(kind.a).await.expect("tenant a");
-    assert_rls_violation(
-        diesel::sql_query(format!(
+    assert_db_error(
+        &diesel::sql_query(format!(
             "UPDATE \"{table}\" SET tenant = {} WHERE name = 'a1'",
             kind.b_sql
         ))
         .execute(&mut conn)
         .await,
+        "row-level security",
         "update moving a row to another tenant",
     );
     conn.rollback().await.expect("rollback");
@@ -249,7 +240,7 @@ pub async fn run_via<A: TenantId + Copy, B: TenantId + Copy>(
         unscoped_insert.expect("superuser insert");
     } else {
         assert_eq!(unscoped.n, 0, "an unscoped session sees nothing");
-        assert_rls_violation(unscoped_insert, "unscoped insert");
+        assert_db_error(&unscoped_insert, "row-level security", "unscoped insert");
     }
 }
 

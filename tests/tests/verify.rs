@@ -1,5 +1,6 @@
 //! `verify` reports each kind of drift, typed, all at once.
 
+use diesel::PgConnection;
 use diesel::connection::SimpleConnection;
 use diesel_async::{AsyncConnection, AsyncPgConnection};
 use tenants_core::policy::QualifiedName;
@@ -37,19 +38,25 @@ async fn findings(url: &str, config: &Config, tables: &[RlsTable]) -> Vec<Findin
     verify::compare(config, &marked, &catalog).findings
 }
 
-/// A database with `items_text` under the contract, then `breakage` applied.
-async fn broken(breakage: &str) -> (TestDb, Vec<Finding>) {
+/// A fresh database with `items_text` under the contract (default names, superuser login).
+fn items_text_under_contract() -> (TestDb, PgConnection) {
     let db = TestDb::new();
-    let config = Config::default();
     let mut conn = db.connect();
     create_marked_table(
         &mut conn,
-        &config,
+        &Config::default(),
         Login::Superuser,
         "items_text",
         "text",
         TenantSqlType::Text,
     );
+    (db, conn)
+}
+
+/// A database with `items_text` under the contract, then `breakage` applied.
+async fn broken(breakage: &str) -> (TestDb, Vec<Finding>) {
+    let (db, mut conn) = items_text_under_contract();
+    let config = Config::default();
     if !breakage.is_empty() {
         conn.batch_execute(breakage).expect("break");
     }
@@ -133,16 +140,7 @@ async fn policy_with_another_expression() {
 
 #[tokio::test]
 async fn another_setting_type_or_column_in_the_code() {
-    let db = TestDb::new();
-    let mut conn = db.connect();
-    create_marked_table(
-        &mut conn,
-        &Config::default(),
-        Login::Superuser,
-        "items_text",
-        "text",
-        TenantSqlType::Text,
-    );
+    let (db, _) = items_text_under_contract();
     let renamed = Config::default()
         .with_setting("app.tenant")
         .expect("config");
@@ -223,17 +221,8 @@ async fn schema_usage_missing() {
 
 #[tokio::test]
 async fn our_policy_on_an_unmarked_table_is_a_warning() {
-    let db = TestDb::new();
-    let mut conn = db.connect();
+    let (db, _) = items_text_under_contract();
     let config = Config::default();
-    create_marked_table(
-        &mut conn,
-        &config,
-        Login::Superuser,
-        "items_text",
-        "text",
-        TenantSqlType::Text,
-    );
     // Nothing is marked any more.
     let found = findings(&db.url(), &config, &[]).await;
     assert_eq!(
@@ -305,16 +294,7 @@ async fn table_missing() {
 
 #[tokio::test]
 async fn role_missing() {
-    let db = TestDb::new();
-    let mut conn = db.connect();
-    create_marked_table(
-        &mut conn,
-        &Config::default(),
-        Login::Superuser,
-        "items_text",
-        "text",
-        TenantSqlType::Text,
-    );
+    let (db, _) = items_text_under_contract();
     let config = Config::default()
         .with_tenant_role("tenants_test_no_such_role")
         .expect("config");
@@ -345,17 +325,8 @@ async fn role_missing() {
 
 #[tokio::test]
 async fn login_role_not_granted_our_roles() {
-    let db = TestDb::new();
-    let mut conn = db.connect();
+    let (db, mut conn) = items_text_under_contract();
     let config = Config::default();
-    create_marked_table(
-        &mut conn,
-        &config,
-        Login::Superuser,
-        "items_text",
-        "text",
-        TenantSqlType::Text,
-    );
     ensure_login_role(&mut conn, "tenants_test_ungranted");
     let found = findings(&db.url_as("tenants_test_ungranted"), &config, &[TABLE]).await;
     assert_eq!(
@@ -375,17 +346,8 @@ async fn login_role_not_granted_our_roles() {
 
 #[tokio::test]
 async fn bypassrls_login_is_a_warning() {
-    let db = TestDb::new();
-    let mut conn = db.connect();
+    let (db, mut conn) = items_text_under_contract();
     let config = Config::default();
-    create_marked_table(
-        &mut conn,
-        &config,
-        Login::Superuser,
-        "items_text",
-        "text",
-        TenantSqlType::Text,
-    );
     ensure_login_role(&mut conn, "tenants_test_bypass");
     batch_locked(
         &mut conn,
