@@ -6,7 +6,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use diesel::connection::{Instrumentation, InstrumentationEvent};
 use diesel_async::{AsyncConnection, AsyncPgConnection};
 use tenants_core::catalog::{self as core_catalog, Catalog, MarkedTable, ProbeKey};
-use tenants_core::policy::{self, Change, Grantee, PlanError, QualifiedName, TableSpec};
+use tenants_core::plan::{self, Plan, PlanError, PlanOptions};
+use tenants_core::policy::{self, Change, Grantee, QualifiedName, TableSpec};
 use tenants_core::registry::TenantSqlType;
 use tenants_core::{Config, Finding, VerifyReport, verify};
 
@@ -47,6 +48,8 @@ pub struct State {
     pub config: Config,
     /// The marked tables, with their tenant column types.
     pub tables: Vec<MarkedTable>,
+    /// The `#[shared]` tables.
+    pub shared: Vec<QualifiedName>,
     /// The live catalog.
     pub catalog: Catalog,
     /// `--grant-to`, as given.
@@ -69,6 +72,7 @@ struct Session {
     conn: AsyncPgConnection,
     config: Config,
     tables: Vec<MarkedTable>,
+    shared: Vec<QualifiedName>,
     count: StatementCount,
 }
 
@@ -76,7 +80,8 @@ impl Session {
     fn open(options: &Options) -> Result<Self, CliError> {
         let config = crate::config(options)?;
         let settings = Settings::resolve(options)?;
-        let marked = sources::marked_tables(&options.crate_dir, &options.schema)?;
+        let marks = sources::marks(&options.crate_dir, &options.schema)?;
+        let marked = marks.tables.clone();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -90,11 +95,20 @@ impl Session {
             let tables = resolve_types(&mut conn, marked).await?;
             Ok::<_, DatabaseError>((conn, tables))
         })?;
+        // Stated on every command (once connected, so that an error stays one line): zero
+        // marks is the likeliest sign of marks lost to `diesel print-schema`.
+        eprintln!(
+            "tenants: {} #[with_rls] table(s) and {} #[shared] table(s) in {}",
+            marks.tables.len(),
+            marks.shared.len(),
+            options.crate_dir.join("src").display()
+        );
         Ok(Self {
             runtime,
             conn,
             config,
             tables,
+            shared: marks.shared,
             count,
         })
     }
@@ -131,6 +145,7 @@ impl State {
                 &mut session.conn,
                 &session.config,
                 &session.tables,
+                &session.shared,
                 &members,
             ))
             .map_err(|e| DatabaseError::Query(one_line(e)))?;
@@ -144,6 +159,7 @@ impl State {
         Ok(Self {
             config: session.config,
             tables: session.tables,
+            shared: session.shared,
             catalog,
             grant_to: options.grant_to.clone(),
         })
@@ -154,9 +170,29 @@ impl State {
         verify::compare(&self.config, &self.tables, &self.catalog)
     }
 
-    /// The changes that bring the database under the contract.
-    pub fn plan(&self) -> Result<Vec<Change>, PlanError> {
-        policy::plan(&self.config, &self.tables, &self.catalog)
+    /// The one decision behind `diff`, `generate` and `check`: the changes that bring the
+    /// database under the contract, or why none may be written.
+    pub fn plan(&self, allow_unmark: bool) -> Result<Plan, PlanError> {
+        let options = PlanOptions {
+            allow_unmark,
+            grant_to: self.grantees(),
+        };
+        plan::plan(&self.config, &self.tables, &self.catalog, &options)
+    }
+
+    /// `--grant-to` as grantees; empty means CURRENT_USER (whoever runs the migration),
+    /// so that the migration replays on a fresh server.
+    fn grantees(&self) -> Vec<Grantee> {
+        self.grant_to
+            .iter()
+            .map(|name| {
+                if name.eq_ignore_ascii_case(CURRENT_USER) {
+                    Grantee::CurrentUser
+                } else {
+                    Grantee::Role(name.clone())
+                }
+            })
+            .collect()
     }
 
     /// The whole contract for every marked table, from scratch (`--full`). The tables and
@@ -176,7 +212,7 @@ impl State {
             })
             .collect();
         if !missing.is_empty() {
-            return Err(PlanError(missing));
+            return Err(PlanError::Blocked(missing));
         }
         let specs: Vec<TableSpec> = self
             .tables
@@ -194,21 +230,13 @@ impl State {
                     .collect(),
             })
             .collect();
-        let grantees: Vec<Grantee> = if self.grant_to.is_empty() {
-            vec![Grantee::Role(self.catalog.login.name.clone())]
-        } else {
-            self.grant_to
-                .iter()
-                .map(|name| {
-                    if name.eq_ignore_ascii_case(CURRENT_USER) {
-                        Grantee::CurrentUser
-                    } else {
-                        Grantee::Role(name.clone())
-                    }
-                })
-                .collect()
-        };
-        Ok(policy::setup(&self.config, &specs, &grantees))
+        let mut grantees = self.grantees();
+        if grantees.is_empty() {
+            grantees.push(Grantee::CurrentUser);
+        }
+        let mut changes = policy::setup(&self.config, &specs, &grantees);
+        changes.extend(policy::share(&self.config, &self.shared, &specs));
+        Ok(changes)
     }
 }
 

@@ -16,8 +16,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+use tenants_core::plan::PlanError;
 use tenants_core::policy::{self, Change};
-use tenants_core::{Config, Severity};
+use tenants_core::Config;
 
 pub use settings::Settings;
 
@@ -93,6 +94,11 @@ pub struct Options {
     /// whoever runs it.
     #[arg(long)]
     pub full: bool,
+    /// diff, generate and check: allow a migration that removes our policies and row
+    /// level security from tables no longer marked. Without it such a plan is refused, and
+    /// `check` fails: lost marks (`diesel print-schema`) must never turn RLS off silently.
+    #[arg(long)]
+    pub allow_unmark: bool,
     /// Also print how many statements read the catalog.
     #[arg(long)]
     pub verbose: bool,
@@ -113,9 +119,10 @@ pub enum CliError {
     /// The database could not be reached or read.
     #[error("{0}")]
     Database(#[from] catalog::DatabaseError),
-    /// The database lacks a marked table or column.
-    #[error("{0}\nhint: run the migrations that create them first (`diesel migration run`)")]
-    Plan(#[from] policy::PlanError),
+    /// No migration may be written: nothing marked, the database lacks what the code
+    /// marks, something a migration must not decide, or RLS would be removed unasked.
+    #[error("{0}")]
+    Plan(#[from] PlanError),
     /// The migration could not be written.
     #[error("{0}")]
     Write(#[from] migration::WriteError),
@@ -164,28 +171,39 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Audit(options) => audit_command(&options),
-        Command::Check(options) => {
-            let state = catalog::State::read(&options)?;
-            let differences: Vec<String> = state
-                .report()
-                .findings
-                .iter()
-                .filter(|f| f.severity() == Severity::Error)
-                .map(ToString::to_string)
-                .collect();
-            if differences.is_empty() {
-                println!("the database matches the #[with_rls] tables");
-                Ok(ExitCode::SUCCESS)
-            } else {
-                for difference in &differences {
-                    println!("{difference}");
-                }
-                println!(
-                    "{} difference(s); run `tenants generate` and `diesel migration run`",
-                    differences.len()
-                );
-                Ok(ExitCode::from(1))
+        Command::Check(options) => check(&options),
+    }
+}
+
+/// `check`: exit 0 exactly when `generate` has nothing to write, by asking the same
+/// planner; 1 when it would write a migration or must refuse one.
+fn check(options: &Options) -> Result<ExitCode, CliError> {
+    let state = catalog::State::read(options)?;
+    match state.plan(options.allow_unmark) {
+        Ok(plan) if plan.is_empty() => {
+            for warning in plan.report.warnings() {
+                println!("{warning}");
             }
+            println!(
+                "the database matches the {} #[with_rls] table(s)",
+                state.tables.len()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(plan) => {
+            let differences = &plan.report.findings;
+            for difference in differences {
+                println!("{difference}\n  hint: {}", difference.hint());
+            }
+            println!(
+                "{} difference(s); run `tenants generate`, then `diesel migration run`",
+                differences.len()
+            );
+            Ok(ExitCode::from(1))
+        }
+        Err(refused) => {
+            println!("{refused}");
+            Ok(ExitCode::from(1))
         }
     }
 }
@@ -216,7 +234,7 @@ fn changes(options: &Options) -> Result<(Config, Vec<Change>), CliError> {
     let changes = if options.full {
         state.full()?
     } else {
-        state.plan()?
+        state.plan(options.allow_unmark)?.changes
     };
     Ok((state.config, changes))
 }

@@ -60,9 +60,18 @@ pub struct Marked {
     pub sql_type: Option<TenantSqlType>,
 }
 
+/// What the sources of a crate mark.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Marks {
+    /// The `#[with_rls]` tables, once each, sorted.
+    pub tables: Vec<Marked>,
+    /// The `#[shared]` tables, once each, sorted.
+    pub shared: Vec<QualifiedName>,
+}
+
 /// Every table marked in `crate_dir/src`, once each, sorted; tables without a schema of
 /// their own (`public`) are placed in `default_schema`.
-pub fn marked_tables(crate_dir: &Path, default_schema: &str) -> Result<Vec<Marked>, SourceError> {
+pub fn marks(crate_dir: &Path, default_schema: &str) -> Result<Marks, SourceError> {
     let src = crate_dir.join("src");
     if !src.is_dir() {
         return Err(SourceError::NoSources(crate_dir.to_path_buf()));
@@ -72,13 +81,23 @@ pub fn marked_tables(crate_dir: &Path, default_schema: &str) -> Result<Vec<Marke
     files.sort();
 
     let mut marked: Vec<Marked> = Vec::new();
+    let mut shared: Vec<QualifiedName> = Vec::new();
     for path in files {
         let text = std::fs::read_to_string(&path).map_err(|error| SourceError::Io {
             path: path.clone(),
             error,
         })?;
         let file = syn::parse_file(&text).map_err(|e| parse_error(&path, &e))?;
-        for item in tenants_syntax::marked_items(&file) {
+        let marks = tenants_syntax::file_marks(&file);
+        for table in marks.shared {
+            let table = table.map_err(|e| parse_error(&path, &e))?;
+            let schema = match table.schema.as_str() {
+                "public" => default_schema,
+                schema => schema,
+            };
+            shared.push(QualifiedName::new(schema, table.name));
+        }
+        for item in marks.marked {
             let item = item.map_err(|e| parse_error(&path, &e))?;
             let schema = match item.schema() {
                 "public" => default_schema,
@@ -104,7 +123,12 @@ pub fn marked_tables(crate_dir: &Path, default_schema: &str) -> Result<Vec<Marke
         }
     }
     marked.sort_by(|a, b| a.table.cmp(&b.table));
-    Ok(marked)
+    shared.sort();
+    shared.dedup();
+    Ok(Marks {
+        tables: marked,
+        shared,
+    })
 }
 
 fn parse_error(path: &Path, error: &syn::Error) -> SourceError {

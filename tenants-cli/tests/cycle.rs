@@ -185,8 +185,10 @@ fn mark_generate_migrate_check_change_and_revert() {
             .join("up.sql"),
     )
     .expect("up");
+    // The idempotent preamble first (replays on a fresh server), then the replacement.
+    assert!(up.starts_with("DO $tenants$ BEGIN"), "{up}");
     assert!(
-        up.starts_with("DROP POLICY \"tenants_isolation\" ON \"public\".\"todo_item\";"),
+        up.contains("\nDROP POLICY \"tenants_isolation\" ON \"public\".\"todo_item\";\n"),
         "{up}"
     );
     assert!(up.contains("(\"org_id\" = (SELECT NULLIF(current_setting('tenants.current_tenant', true), '')::int4))"), "{up}");
@@ -199,7 +201,20 @@ fn mark_generate_migrate_check_change_and_revert() {
 
     // Unmark `project`: it loses our policies and RLS.
     fx.source(&MARKED.replace("#[tenants_core::with_rls]\n#[derive", "#[derive").replacen("#[tenants_core::with_rls]\n    diesel::table! {\n        todo_item", "#[tenants_core::with_rls(column = org_id)]\n    diesel::table! {\n        todo_item", 1));
-    let unmarked = tenants(&["generate", "--name", "unmark_project"]);
+    // Never silently: check fails and generate refuses, naming the table and the cause.
+    let check = tenants(&["check"]);
+    assert_eq!(check.code, 1, "{}{}", check.stdout, check.stderr);
+    let refused = tenants(&["generate", "--name", "unmark_project"]);
+    assert_eq!(refused.code, 2, "{}", refused.stdout);
+    assert!(
+        refused.stderr.contains(r#"refusing to remove row level security from 1 table(s) no longer marked #[with_rls]: "public"."project""#)
+            && refused.stderr.contains("diesel print-schema")
+            && refused.stderr.contains("--allow-unmark"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(fx.migrations().len(), 3, "nothing written");
+    let unmarked = tenants(&["generate", "--name", "unmark_project", "--allow-unmark"]);
     assert_eq!(unmarked.code, 0, "{}", unmarked.stderr);
     let migrations = fx.migrations();
     let up = std::fs::read_to_string(

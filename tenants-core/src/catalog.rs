@@ -2,20 +2,42 @@
 //! queries whatever the number of tables (each query takes all tables as arrays).
 
 use diesel::QueryableByName;
-use diesel::sql_types::{Array, Bool, Nullable, Text};
+use diesel::sql_types::{Array, Bool, Text};
 use diesel_async::{
     AnsiTransactionManager, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection,
     TransactionManager,
 };
 
 use crate::config::Config;
-use crate::policy::{self, QualifiedName};
+use crate::policy;
+pub use crate::spec::PolicyDef;
+use crate::spec::QualifiedName;
 use crate::registry::TenantSqlType;
 
 /// One of our roles, as the catalog sees it.
 #[derive(Debug, Clone, PartialEq, Eq, QueryableByName)]
 pub struct RoleState {
     /// The role's name.
+    #[diesel(sql_type = Text)]
+    pub name: String,
+    /// Whether it exists.
+    #[diesel(sql_type = Bool)]
+    pub exists: bool,
+    /// `SUPERUSER`: a transaction running as it is never subject to RLS.
+    #[diesel(sql_type = Bool)]
+    pub superuser: bool,
+    /// `BYPASSRLS`: a transaction running as it is never subject to RLS.
+    #[diesel(sql_type = Bool)]
+    pub bypass_rls: bool,
+}
+
+/// A table declared `#[shared]` (readable by every tenant, not under RLS), as asked for.
+#[derive(Debug, Clone, PartialEq, Eq, QueryableByName)]
+pub struct SharedState {
+    /// Schema.
+    #[diesel(sql_type = Text)]
+    pub schema: String,
+    /// Table.
     #[diesel(sql_type = Text)]
     pub name: String,
     /// Whether it exists.
@@ -116,45 +138,6 @@ pub struct TableState {
     pub rls_forced: bool,
 }
 
-/// What a policy does: everything `CREATE POLICY` takes besides its name and table.
-#[derive(Debug, Clone, PartialEq, Eq, QueryableByName)]
-pub struct PolicyDef {
-    /// `PERMISSIVE` or `RESTRICTIVE`.
-    #[diesel(sql_type = Text)]
-    pub permissive: String,
-    /// `ALL`, `SELECT`, ...
-    #[diesel(sql_type = Text)]
-    pub cmd: String,
-    /// Roles the policy applies to (`public` for all).
-    #[diesel(sql_type = Array<Text>)]
-    pub roles: Vec<String>,
-    /// The `USING` expression, as the server deparses it.
-    #[diesel(sql_type = Nullable<Text>)]
-    pub using: Option<String>,
-    /// The `WITH CHECK` expression, as the server deparses it.
-    #[diesel(sql_type = Nullable<Text>)]
-    pub check: Option<String>,
-}
-
-impl std::fmt::Display for PolicyDef {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "AS {} FOR {} TO {}",
-            self.permissive,
-            self.cmd,
-            self.roles.join(", ")
-        )?;
-        if let Some(using) = &self.using {
-            write!(f, " USING ({using})")?;
-        }
-        if let Some(check) = &self.check {
-            write!(f, " WITH CHECK ({check})")?;
-        }
-        Ok(())
-    }
-}
-
 /// A policy on a marked table, or one of ours anywhere, as `pg_policies` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, QueryableByName)]
 pub struct PolicyState {
@@ -247,6 +230,8 @@ pub struct Catalog {
     pub sequences: Vec<OwnedSequence>,
     /// Direct grants on those sequences.
     pub sequence_privileges: Vec<Privilege>,
+    /// The shared tables asked about; their grants are in `table_privileges`.
+    pub shared: Vec<SharedState>,
     /// The deparsed form of the policies we would create.
     pub expected: ExpectedPolicies,
 }
@@ -292,24 +277,33 @@ pub async fn columns(
     .await
 }
 
-/// Reads the catalog for `tables` with `config`'s names, checking the membership of each
-/// of `members` (the connecting role when empty) in our roles: a fixed number of
-/// statements (nine reads and a rolled-back probe transaction) whatever the number of
-/// tables.
+/// Reads the catalog for the marked `tables` and the `shared` ones with `config`'s names,
+/// checking the membership of each of `members` (the connecting role when empty) in our
+/// roles: a fixed number of statements (ten reads and a rolled-back probe transaction)
+/// whatever the number of tables.
 pub async fn read(
     conn: &mut AsyncPgConnection,
     config: &Config,
     tables: &[MarkedTable],
+    shared: &[QualifiedName],
     members: &[String],
 ) -> Result<Catalog, diesel::result::Error> {
     let schemas: Vec<&str> = tables.iter().map(|t| t.table.schema.as_str()).collect();
     let names: Vec<&str> = tables.iter().map(|t| t.table.name.as_str()).collect();
+    let shared_schemas: Vec<&str> = shared.iter().map(|t| t.schema.as_str()).collect();
+    let shared_names: Vec<&str> = shared.iter().map(|t| t.name.as_str()).collect();
+    // Grants are read for the marked and the shared tables alike.
+    let granted_schemas: Vec<&str> = schemas.iter().chain(&shared_schemas).copied().collect();
+    let granted_names: Vec<&str> = names.iter().chain(&shared_names).copied().collect();
     let our_roles = [config.tenant_role(), config.admin_role()];
     let our_policies = [config.isolation_policy(), config.admin_policy()];
 
     let roles = diesel::sql_query(
-        "SELECT r.name, EXISTS (SELECT FROM pg_roles o WHERE o.rolname = r.name) AS exists
-         FROM unnest($1::text[]) WITH ORDINALITY AS r(name, i) ORDER BY r.i",
+        "SELECT r.name, o.oid IS NOT NULL AS exists,
+                COALESCE(o.rolsuper, false) AS superuser, COALESCE(o.rolbypassrls, false) AS bypass_rls
+         FROM unnest($1::text[]) WITH ORDINALITY AS r(name, i)
+         LEFT JOIN pg_roles o ON o.rolname = r.name
+         ORDER BY r.i",
     )
     .bind::<Array<Text>, _>(&our_roles[..])
     .load::<RoleState>(conn)
@@ -349,7 +343,7 @@ pub async fn read(
          LEFT JOIN pg_roles o ON o.rolname = r.name
          ORDER BY s.schema, r.i",
     )
-    .bind::<Array<Text>, _>(&schemas)
+    .bind::<Array<Text>, _>(&granted_schemas)
     .bind::<Array<Text>, _>(&our_roles[..])
     .load::<SchemaUsage>(conn)
     .await?;
@@ -395,9 +389,21 @@ pub async fn read(
          JOIN pg_roles g ON g.oid = a.grantee
          ORDER BY 1, 2, 3, 4"
     ))
-    .bind::<Array<Text>, _>(&schemas)
-    .bind::<Array<Text>, _>(&names)
+    .bind::<Array<Text>, _>(&granted_schemas)
+    .bind::<Array<Text>, _>(&granted_names)
     .load::<Privilege>(conn)
+    .await?;
+
+    let shared = diesel::sql_query(
+        "SELECT t.schema, t.name, c.oid IS NOT NULL AS exists
+         FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS t(schema, name, i)
+         LEFT JOIN pg_namespace n ON n.nspname = t.schema
+         LEFT JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = t.name AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
+         ORDER BY t.i",
+    )
+    .bind::<Array<Text>, _>(&shared_schemas)
+    .bind::<Array<Text>, _>(&shared_names)
+    .load::<SharedState>(conn)
     .await?;
 
     let owned = format!(
@@ -446,6 +452,7 @@ pub async fn read(
         table_privileges,
         sequences,
         sequence_privileges,
+        shared,
         expected,
     })
 }

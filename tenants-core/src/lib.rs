@@ -15,10 +15,12 @@
 pub mod catalog;
 mod config;
 mod error;
+pub mod plan;
 pub mod policy;
 mod pool;
 pub mod registry;
 mod scope;
+mod spec;
 mod sync;
 mod tenant;
 pub mod verify;
@@ -33,7 +35,7 @@ pub use pool::{AsyncTenantTransactionExt, ScopedFn, TenantConnection, TenantPool
 pub use scope::Scope;
 pub use sync::TenantTransactionExt;
 pub use tenant::{InvalidTenantId, MAX_TENANT_ID_BYTES, Tenant, TenantId};
-pub use tenants_derive::with_rls;
+pub use tenants_derive::{shared, with_rls};
 pub use verify::{Finding, Severity, VerifyReport};
 
 /// The README's code blocks, compiled (and run where they need no database) as doc tests.

@@ -2,90 +2,13 @@
 //!
 //! What a migration does is modelled as an ordered list of [`Change`]s; `up` renders them
 //! in order and `down` renders each one's exact inverse in reverse order. [`setup`] builds
-//! the full list for a set of tables; the CLI builds the subset its diff finds missing.
+//! the full list for a set of tables; [`crate::plan`] builds the subset that mends what
+//! [`crate::verify`] finds. This module renders; it reads nothing and decides nothing.
 
-use std::fmt;
-
-use crate::catalog::{Catalog, MarkedTable, PolicyDef};
 use crate::config::Config;
-use crate::registry::{RlsTable, TenantSqlType};
+use crate::registry::TenantSqlType;
+pub use crate::spec::{Grantee, PolicyDef, QualifiedName, TableSpec};
 use crate::tenant::{quote_ident, quote_literal};
-use crate::verify::{self, Finding};
-
-/// A schema-qualified name, rendered quoted: `"public"."todo_item"`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct QualifiedName {
-    /// The schema.
-    pub schema: String,
-    /// The object's name within the schema.
-    pub name: String,
-}
-
-impl QualifiedName {
-    /// `schema.name`.
-    pub fn new(schema: impl Into<String>, name: impl Into<String>) -> Self {
-        Self {
-            schema: schema.into(),
-            name: name.into(),
-        }
-    }
-}
-
-impl fmt::Display for QualifiedName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}.{}",
-            quote_ident(&self.schema),
-            quote_ident(&self.name)
-        )
-    }
-}
-
-/// A marked table as the renderer needs it: where it is, its tenant column, and the
-/// sequences it owns (serial and identity columns), which tenants need to insert.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TableSpec {
-    /// The table.
-    pub table: QualifiedName,
-    /// SQL name of the tenant column.
-    pub tenant_column: String,
-    /// SQL type of the tenant column.
-    pub sql_type: TenantSqlType,
-    /// Sequences owned by the table's columns.
-    pub sequences: Vec<QualifiedName>,
-}
-
-impl TableSpec {
-    /// The spec of a registry entry, with the sequences the live catalog says it owns.
-    pub fn from_registry(table: &RlsTable, sequences: Vec<QualifiedName>) -> Self {
-        Self {
-            table: QualifiedName::new(table.schema, table.name),
-            tenant_column: table.tenant_column.to_string(),
-            sql_type: table.sql_type,
-            sequences,
-        }
-    }
-}
-
-/// Who receives our roles, so that it may `SET ROLE` to them.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Grantee {
-    /// A named login role.
-    Role(String),
-    /// `CURRENT_USER`: whoever runs the migration, for applications that migrate with the
-    /// role they serve with.
-    CurrentUser,
-}
-
-impl fmt::Display for Grantee {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Grantee::Role(name) => f.write_str(&quote_ident(name)),
-            Grantee::CurrentUser => f.write_str("CURRENT_USER"),
-        }
-    }
-}
 
 /// One step of a migration, with an exact inverse.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -163,6 +86,18 @@ pub enum Change {
         /// The roles receiving them.
         roles: Vec<String>,
     },
+    /// `SET NOT NULL` on a tenant column that lost it (a row without a tenant belongs to
+    /// nobody; the code declares the column `NOT NULL`).
+    SetNotNull {
+        /// The table.
+        table: QualifiedName,
+        /// The tenant column.
+        column: String,
+    },
+    /// A change the database already has, replayed for a fresh server: `up` applies it
+    /// idempotently (roles are created only when missing; grants are idempotent), `down`
+    /// leaves it alone, since this migration did not make it.
+    Ensure(Box<Change>),
     /// The inverse of a change: `up` is its `down` and the other way round (`DISABLE ROW
     /// LEVEL SECURITY`, dropping a policy of ours from a table no longer marked, ...).
     Undo(Box<Change>),
@@ -265,6 +200,36 @@ pub fn setup(config: &Config, tables: &[TableSpec], grant_to: &[Grantee]) -> Vec
     changes
 }
 
+/// The changes that make `shared` tables readable by both our roles: schema usage where
+/// `marked` (already set up) does not grant it, then `SELECT` on each table.
+pub fn share(config: &Config, shared: &[QualifiedName], marked: &[TableSpec]) -> Vec<Change> {
+    let roles = vec![
+        config.tenant_role().to_string(),
+        config.admin_role().to_string(),
+    ];
+    let mut shared: Vec<&QualifiedName> = shared.iter().collect();
+    shared.sort();
+    let mut schemas: Vec<&str> = shared
+        .iter()
+        .map(|t| t.schema.as_str())
+        .filter(|s| !marked.iter().any(|m| m.table.schema == *s))
+        .collect();
+    schemas.dedup();
+    let mut changes: Vec<Change> = schemas
+        .into_iter()
+        .map(|schema| Change::GrantSchemaUsage {
+            schema: schema.to_string(),
+            roles: roles.clone(),
+        })
+        .collect();
+    changes.extend(shared.into_iter().map(|table| Change::GrantTable {
+        table: table.clone(),
+        privileges: vec!["SELECT".to_string()],
+        roles: roles.clone(),
+    }));
+    changes
+}
+
 fn role_list(roles: &[String]) -> String {
     roles
         .iter()
@@ -285,6 +250,55 @@ fn role_list(roles: &[String]) -> String {
 enum Direction {
     Grant,
     Revoke,
+}
+
+/// `DO $tag$ BEGIN <body> END $tag$;` with a dollar-quote tag that does not occur in the
+/// body, whatever names it carries.
+fn do_block(body: &str) -> String {
+    let mut tag = String::from("tenants");
+    while body.contains(&format!("${tag}$")) {
+        tag.push('_');
+    }
+    format!("DO ${tag}$ BEGIN\n{body}END ${tag}$;")
+}
+
+/// A change the database had when the migration was generated, applied only where it is
+/// still missing: on that database it changes nothing (so `down.sql` has nothing to undo),
+/// on a fresh server it does what an earlier migration would have done.
+fn ensure_sql(config: &Config, change: &Change) -> String {
+    match change {
+        Change::GrantRole { role, member } => {
+            let member_expr = match member {
+                Grantee::Role(name) => quote_literal(name),
+                Grantee::CurrentUser => "current_user".to_string(),
+            };
+            do_block(&format!(
+                "  IF NOT pg_has_role({member_expr}, {}, 'MEMBER') THEN\n    {}\n  END IF;\n",
+                quote_literal(role),
+                change.up(config)
+            ))
+        }
+        Change::GrantSchemaUsage { schema, roles } => do_block(
+            &roles
+                .iter()
+                .map(|role| {
+                    format!(
+                        "  IF NOT has_schema_privilege({}, {}, 'USAGE') THEN\n    {}\n  END IF;\n",
+                        quote_literal(role),
+                        quote_literal(schema),
+                        privileges_sql(
+                            Direction::Grant,
+                            &["USAGE".to_string()],
+                            &format!("SCHEMA {}", quote_ident(schema)),
+                            std::slice::from_ref(role),
+                        )
+                    )
+                })
+                .collect::<String>(),
+        ),
+        // Creating a role is conditional already; others are idempotent as they are.
+        other => other.up(config),
+    }
 }
 
 /// `GRANT privileges ON object TO roles;` or its `REVOKE .. FROM ..` inverse.
@@ -380,6 +394,11 @@ impl Change {
                 &format!("SEQUENCE {sequence}"),
                 roles,
             ),
+            Change::SetNotNull { table, column } => format!(
+                "ALTER TABLE {table} ALTER COLUMN {} SET NOT NULL;",
+                quote_ident(column)
+            ),
+            Change::Ensure(change) => ensure_sql(config, change),
             Change::Undo(change) => change.down(config),
         }
     }
@@ -435,304 +454,19 @@ impl Change {
                 &format!("SEQUENCE {sequence}"),
                 roles,
             ),
+            Change::SetNotNull { table, column } => format!(
+                "ALTER TABLE {table} ALTER COLUMN {} DROP NOT NULL;",
+                quote_ident(column)
+            ),
+            Change::Ensure(change) => match &**change {
+                Change::CreateRole { role } => {
+                    format!("-- kept: role {} (it existed before)", quote_ident(role))
+                }
+                other => format!("-- kept (it existed before): {}", other.up(config)),
+            },
             Change::Undo(change) => change.up(config),
         }
     }
-}
-
-/// Why no migration can be planned: the database lacks what the code marks. Nothing is
-/// to be written; run the table migrations (`diesel migration run`) first.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("the database does not have what the code marks:\n{}", render_findings(.0))]
-pub struct PlanError(pub Vec<Finding>);
-
-fn render_findings(findings: &[Finding]) -> String {
-    findings.iter().map(|f| format!("  {f}\n")).collect()
-}
-
-/// The changes that bring the live database (`catalog`, read for `tables`) under the
-/// contract: exactly what [`verify::compare`] finds wrong, each finding turned into the
-/// change that mends it, plus the removal of our policies (and then RLS) from tables no
-/// longer marked. Empty when the database already matches.
-///
-/// A marked table or tenant column missing from the database, or of another type than
-/// the code says, is a [`PlanError`].
-pub fn plan(
-    config: &Config,
-    tables: &[MarkedTable],
-    catalog: &Catalog,
-) -> Result<Vec<Change>, PlanError> {
-    let report = verify::compare(config, tables, catalog);
-    let blocking: Vec<Finding> = report
-        .findings
-        .iter()
-        .filter(|f| {
-            matches!(
-                f,
-                Finding::TableMissing { .. }
-                    | Finding::ColumnMissing { .. }
-                    | Finding::ColumnTypeMismatch { .. }
-            )
-        })
-        .cloned()
-        .collect();
-    if !blocking.is_empty() {
-        return Err(PlanError(blocking));
-    }
-    let admin_role_missing = report
-        .findings
-        .iter()
-        .any(|f| matches!(f, Finding::RoleMissing { role } if role == config.admin_role()));
-
-    let mut changes: Vec<Change> = Vec::new();
-    let mut unmarked: Vec<QualifiedName> = Vec::new();
-    for finding in &report.findings {
-        match finding {
-            Finding::RoleMissing { role } => {
-                changes.push(Change::CreateRole { role: role.clone() })
-            }
-            Finding::RoleNotGranted { role, login } => changes.push(Change::GrantRole {
-                role: role.clone(),
-                member: Grantee::Role(login.clone()),
-            }),
-            Finding::SchemaUsageMissing { schema, role } => merge_grant(
-                &mut changes,
-                Change::GrantSchemaUsage {
-                    schema: schema.clone(),
-                    roles: vec![role.clone()],
-                },
-            ),
-            Finding::RlsDisabled { table } => changes.push(Change::EnableRls {
-                table: table.clone(),
-            }),
-            Finding::RlsNotForced { table } => changes.push(Change::ForceRls {
-                table: table.clone(),
-            }),
-            Finding::PolicyMissing { table, policy } => {
-                changes.push(create_ours(config, tables, table, policy));
-            }
-            Finding::PolicyDiffers {
-                table,
-                policy,
-                actual,
-                ..
-            } => {
-                changes.push(Change::Undo(Box::new(Change::CreatePolicy {
-                    table: table.clone(),
-                    name: policy.clone(),
-                    def: (**actual).clone(),
-                })));
-                changes.push(create_ours(config, tables, table, policy));
-            }
-            Finding::TableGrantMissing {
-                table,
-                role,
-                privilege,
-            } => merge_grant(
-                &mut changes,
-                Change::GrantTable {
-                    table: table.clone(),
-                    privileges: vec![privilege.clone()],
-                    roles: vec![role.clone()],
-                },
-            ),
-            Finding::SequenceGrantMissing {
-                sequence,
-                role,
-                privilege,
-            } => merge_grant(
-                &mut changes,
-                Change::GrantSequence {
-                    sequence: sequence.clone(),
-                    privileges: vec![privilege.clone()],
-                    roles: vec![role.clone()],
-                },
-            ),
-            Finding::PolicyOnUnmarkedTable { table, policy } => {
-                if let Some(state) = catalog.policies.iter().find(|p| {
-                    p.schema == table.schema && p.table == table.name && p.name == *policy
-                }) {
-                    changes.push(Change::Undo(Box::new(Change::CreatePolicy {
-                        table: table.clone(),
-                        name: policy.clone(),
-                        def: state.def.clone(),
-                    })));
-                }
-                if !unmarked.contains(table) {
-                    unmarked.push(table.clone());
-                }
-            }
-            Finding::TableMissing { .. }
-            | Finding::ColumnMissing { .. }
-            | Finding::ColumnTypeMismatch { .. }
-            | Finding::LoginBypassesRls { .. } => {}
-        }
-    }
-
-    // Without the admin role there was nothing to compare the admin policy with; the role
-    // is created above, so the policy is created where none exists.
-    if admin_role_missing {
-        for marked in tables {
-            let has_admin_policy = catalog.policies.iter().any(|p| {
-                p.schema == marked.table.schema
-                    && p.table == marked.table.name
-                    && p.name == config.admin_policy()
-            });
-            if !has_admin_policy {
-                changes.push(Change::CreateAdminPolicy {
-                    table: marked.table.clone(),
-                });
-            }
-        }
-    }
-
-    // A table no longer marked loses RLS too, unless policies other than ours remain on it
-    // (then RLS is someone else's, and stays).
-    let ours = [config.isolation_policy(), config.admin_policy()];
-    for table in unmarked {
-        let others_remain = catalog.policies.iter().any(|p| {
-            p.schema == table.schema && p.table == table.name && !ours.contains(&p.name.as_str())
-        });
-        let Some(state) = catalog
-            .tables
-            .iter()
-            .find(|t| t.schema == table.schema && t.name == table.name)
-        else {
-            continue;
-        };
-        if others_remain {
-            continue;
-        }
-        if state.rls_forced {
-            changes.push(Change::Undo(Box::new(Change::ForceRls {
-                table: table.clone(),
-            })));
-        }
-        if state.rls_enabled {
-            changes.push(Change::Undo(Box::new(Change::EnableRls { table })));
-        }
-    }
-    Ok(join_roles(changes))
-}
-
-/// Our policy named `policy` for `table`, as the contract creates it.
-fn create_ours(
-    config: &Config,
-    tables: &[MarkedTable],
-    table: &QualifiedName,
-    policy: &str,
-) -> Change {
-    let key = tables.iter().find(|t| t.table == *table).map(|t| &t.key);
-    match key {
-        Some(key) if policy == config.isolation_policy() => Change::CreateIsolationPolicy {
-            table: table.clone(),
-            column: key.column.clone(),
-            sql_type: key.sql_type,
-        },
-        _ => Change::CreateAdminPolicy {
-            table: table.clone(),
-        },
-    }
-}
-
-/// Adds a one-role, one-privilege grant, merging it into the previous grant on the same
-/// object: first the privileges of the same role, then roles missing the same privileges.
-fn merge_grant(changes: &mut Vec<Change>, grant: Change) {
-    use Change::{GrantSchemaUsage, GrantSequence, GrantTable};
-    let merged = match (changes.last_mut(), &grant) {
-        (
-            Some(GrantTable {
-                table: t,
-                privileges: p,
-                roles: r,
-            }),
-            GrantTable {
-                table,
-                privileges,
-                roles,
-            },
-        ) if t == table => merge_lists(p, r, privileges, roles),
-        (
-            Some(GrantSequence {
-                sequence: s,
-                privileges: p,
-                roles: r,
-            }),
-            GrantSequence {
-                sequence,
-                privileges,
-                roles,
-            },
-        ) if s == sequence => merge_lists(p, r, privileges, roles),
-        (
-            Some(GrantSchemaUsage {
-                schema: s,
-                roles: r,
-            }),
-            GrantSchemaUsage { schema, roles },
-        ) if s == schema => {
-            r.extend(roles.iter().cloned());
-            true
-        }
-        _ => false,
-    };
-    if !merged {
-        changes.push(grant);
-    }
-}
-
-/// Merges one (privilege, role) into a grant of `privileges` to the same `roles`.
-fn merge_lists(
-    privileges: &mut Vec<String>,
-    roles: &[String],
-    new_privileges: &[String],
-    new_roles: &[String],
-) -> bool {
-    if roles != new_roles {
-        return false;
-    }
-    privileges.extend(new_privileges.iter().cloned());
-    true
-}
-
-/// Joins adjacent grants of the same privileges on the same object into one statement to
-/// all their roles, as the contract writes them (`... TO "tenants_user", "tenants_admin"`).
-fn join_roles(changes: Vec<Change>) -> Vec<Change> {
-    let mut joined: Vec<Change> = Vec::with_capacity(changes.len());
-    for change in changes {
-        let same = match (joined.last_mut(), &change) {
-            (
-                Some(Change::GrantTable {
-                    table: t,
-                    privileges: p,
-                    roles: r,
-                }),
-                Change::GrantTable {
-                    table,
-                    privileges,
-                    roles,
-                },
-            ) if t == table && p == privileges => Some((r, roles)),
-            (
-                Some(Change::GrantSequence {
-                    sequence: s,
-                    privileges: p,
-                    roles: r,
-                }),
-                Change::GrantSequence {
-                    sequence,
-                    privileges,
-                    roles,
-                },
-            ) if s == sequence && p == privileges => Some((r, roles)),
-            _ => None,
-        };
-        match same {
-            Some((r, roles)) => r.extend(roles.iter().cloned()),
-            None => joined.push(change),
-        }
-    }
-    joined
 }
 
 /// The `up.sql` of `changes`: each change's statement, in order, one per line.

@@ -249,7 +249,16 @@ impl TenantPool {
     /// see [`crate::verify`].
     pub async fn verify(&self) -> Result<VerifyReport, Error> {
         let mut conn = self.pool.get().await?;
-        crate::verify::verify_async(&mut conn, &self.config, &crate::registry::tables()).await
+        let tables = crate::verify::marked_tables(&crate::registry::tables());
+        let shared = crate::verify::shared_tables(&crate::registry::shared_tables());
+        let catalog =
+            crate::catalog::read(&mut conn, &self.config, &tables, &shared, &[]).await?;
+        let report = crate::verify::compare(&self.config, &tables, &catalog);
+        if report.is_ok() {
+            Ok(report)
+        } else {
+            Err(Error::Drift(report))
+        }
     }
 }
 

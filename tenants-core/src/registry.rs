@@ -45,3 +45,29 @@ pub fn tables() -> Vec<RlsTable> {
     });
     tables
 }
+
+/// A table every tenant may read although it is not under RLS: shared lookup or reference
+/// data (countries, plans, currencies). Declared with `#[shared]`; the CLI grants our roles
+/// `SELECT` on it and `verify` checks the grant. Tenant transactions run as the tenant role,
+/// which can read nothing else that is not marked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SharedTable {
+    /// The PostgreSQL schema holding the table.
+    pub schema: &'static str,
+    /// The table's SQL name.
+    pub name: &'static str,
+}
+
+inventory::collect!(SharedTable);
+
+/// Every table declared `#[shared]` in the crates linked into this binary, each once,
+/// sorted by schema, then table name.
+pub fn shared_tables() -> Vec<SharedTable> {
+    let mut tables: Vec<SharedTable> = inventory::iter::<SharedTable>
+        .into_iter()
+        .copied()
+        .collect();
+    tables.sort();
+    tables.dedup();
+    tables
+}

@@ -4,13 +4,11 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 
-use diesel_async::AsyncPgConnection;
-
 use crate::catalog::{self, Catalog, MarkedTable, PolicyDef, ProbeKey};
 use crate::config::Config;
-use crate::error::Error;
-use crate::policy::QualifiedName;
-use crate::registry::{RlsTable, TenantSqlType};
+use crate::policy::{SEQUENCE_PRIVILEGES, TABLE_PRIVILEGES};
+use crate::spec::QualifiedName;
+use crate::registry::{RlsTable, SharedTable, TenantSqlType};
 
 /// How much a finding matters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -28,6 +26,15 @@ pub enum Bypass {
     Superuser,
     /// The role has `BYPASSRLS`.
     BypassRls,
+}
+
+impl Bypass {
+    fn describe(self) -> &'static str {
+        match self {
+            Bypass::Superuser => "a superuser",
+            Bypass::BypassRls => "BYPASSRLS",
+        }
+    }
 }
 
 /// One difference between the live database and the contract.
@@ -130,6 +137,47 @@ pub enum Finding {
         /// `USAGE` or `SELECT`.
         privilege: String,
     },
+    /// The tenant column accepts NULL: the code declares it `NOT NULL`, and a row without a
+    /// tenant belongs to no tenant (invisible to all, readable by admin only).
+    TenantColumnNullable {
+        /// The table.
+        table: QualifiedName,
+        /// The tenant column.
+        column: String,
+    },
+    /// A permissive policy other than ours applies to tenant transactions: PostgreSQL ORs
+    /// permissive policies, so its rows are visible (and writable) to every tenant.
+    PermissivePolicy {
+        /// The table.
+        table: QualifiedName,
+        /// The policy.
+        policy: String,
+        /// The roles it applies to (`public` for all).
+        roles: Vec<String>,
+    },
+    /// One of our roles is a superuser or has `BYPASSRLS`: transactions running as it are
+    /// never subject to RLS.
+    RoleBypassesRls {
+        /// The role.
+        role: String,
+        /// Why.
+        bypass: Bypass,
+    },
+    /// A table declared `#[shared]` does not exist.
+    SharedTableMissing {
+        /// The table.
+        table: QualifiedName,
+    },
+    /// A table declared `#[shared]` is not readable by one of our roles.
+    SharedGrantMissing {
+        /// The table.
+        table: QualifiedName,
+        /// The role lacking `SELECT`.
+        role: String,
+    },
+    /// No table is marked `#[with_rls]`: nothing is compared, so nothing is protected
+    /// (marks lost by `diesel print-schema`, or the wrong crate).
+    NoTablesMarked,
     /// The connecting role is not subject to RLS outside our roles (a warning: our roles
     /// still are, but any code path that forgets to scope reads everything).
     LoginBypassesRls {
@@ -140,7 +188,52 @@ pub enum Finding {
     },
 }
 
+/// What mends a finding.
+const MEND_WITH_GENERATE: &str =
+    "run `tenants generate`, then apply the migration (`diesel migration run`)";
+
 impl Finding {
+    /// What to do about it: the command or statement that actually mends it.
+    pub fn hint(&self) -> String {
+        match self {
+            Finding::RoleMissing { .. }
+            | Finding::RoleNotGranted { .. }
+            | Finding::SchemaUsageMissing { .. }
+            | Finding::RlsDisabled { .. }
+            | Finding::RlsNotForced { .. }
+            | Finding::PolicyMissing { .. }
+            | Finding::PolicyDiffers { .. }
+            | Finding::TableGrantMissing { .. }
+            | Finding::SequenceGrantMissing { .. }
+            | Finding::TenantColumnNullable { .. }
+            | Finding::SharedGrantMissing { .. } => MEND_WITH_GENERATE.to_string(),
+            Finding::TableMissing { .. } | Finding::ColumnMissing { .. } => {
+                "run the migrations that create it first (`diesel migration run`), or correct the #[with_rls] mark".to_string()
+            }
+            Finding::ColumnTypeMismatch { .. } => {
+                "make the `table!` say the live type (`diesel print-schema`), or migrate the column to the type the code says".to_string()
+            }
+            Finding::PolicyOnUnmarkedTable { .. } => {
+                "mark the table #[with_rls] again (did `diesel print-schema` drop the mark? keep it with diesel.toml's `patch_file`), or remove its RLS on purpose with `tenants generate --allow-unmark`".to_string()
+            }
+            Finding::PermissivePolicy { table, policy, .. } => format!(
+                "make it restrictive or drop it (`DROP POLICY \"{policy}\" ON {table};`); permissive policies are ORed with the isolation policy"
+            ),
+            Finding::RoleBypassesRls { role, .. } => format!(
+                "as a superuser: `ALTER ROLE \"{role}\" NOSUPERUSER NOBYPASSRLS;`"
+            ),
+            Finding::SharedTableMissing { .. } => {
+                "create the table first (`diesel migration run`), or remove its #[shared] mark".to_string()
+            }
+            Finding::NoTablesMarked => {
+                "mark the tenant tables #[with_rls] (is --crate-dir the crate that declares them? did `diesel print-schema` drop the marks?)".to_string()
+            }
+            Finding::LoginBypassesRls { .. } => {
+                "log in as a role that is only a member of the tenant role".to_string()
+            }
+        }
+    }
+
     /// Errors fail `verify`; warnings are reported only.
     pub fn severity(&self) -> Severity {
         match self {
@@ -211,16 +304,37 @@ impl fmt::Display for Finding {
                 f,
                 "sequence {sequence}: {privilege} is not granted to \"{role}\""
             ),
-            Finding::LoginBypassesRls { login, bypass } => {
-                let why = match bypass {
-                    Bypass::Superuser => "a superuser",
-                    Bypass::BypassRls => "BYPASSRLS",
-                };
-                write!(
-                    f,
-                    "warning: login role \"{login}\" is {why}: unscoped queries are not subject to RLS; log in as a role that is only a member of the tenant role"
-                )
+            Finding::TenantColumnNullable { table, column } => write!(
+                f,
+                "{table}: tenant column \"{column}\" is nullable, the code says NOT NULL"
+            ),
+            Finding::PermissivePolicy {
+                table,
+                policy,
+                roles,
+            } => write!(
+                f,
+                "{table}: permissive policy \"{policy}\" (TO {}) is ORed with the isolation policy: every tenant sees the rows it allows",
+                roles.join(", ")
+            ),
+            Finding::RoleBypassesRls { role, bypass } => write!(
+                f,
+                "role \"{role}\" is {}: transactions running as it are not subject to RLS",
+                bypass.describe()
+            ),
+            Finding::SharedTableMissing { table } => {
+                write!(f, "{table}: shared table does not exist")
             }
+            Finding::SharedGrantMissing { table, role } => write!(
+                f,
+                "{table}: shared table is not readable by \"{role}\" (SELECT not granted)"
+            ),
+            Finding::NoTablesMarked => f.write_str("no table is marked #[with_rls]"),
+            Finding::LoginBypassesRls { login, bypass } => write!(
+                f,
+                "warning: login role \"{login}\" is {}: unscoped queries are not subject to RLS",
+                bypass.describe()
+            ),
         }
     }
 }
@@ -250,16 +364,14 @@ impl VerifyReport {
 }
 
 impl fmt::Display for VerifyReport {
+    /// One finding per line, each followed by its hint.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for finding in &self.findings {
-            writeln!(f, "  {finding}")?;
+            writeln!(f, "  {finding}\n    hint: {}", finding.hint())?;
         }
         Ok(())
     }
 }
-
-const TABLE_PRIVILEGES: [&str; 4] = ["SELECT", "INSERT", "UPDATE", "DELETE"];
-const SEQUENCE_PRIVILEGES: [&str; 2] = ["USAGE", "SELECT"];
 
 /// The registry's tables as [`catalog::read`] takes them.
 pub fn marked_tables(tables: &[RlsTable]) -> Vec<MarkedTable> {
@@ -275,11 +387,20 @@ pub fn marked_tables(tables: &[RlsTable]) -> Vec<MarkedTable> {
         .collect()
 }
 
+/// The registry's shared tables as [`catalog::read`] takes them.
+pub fn shared_tables(tables: &[SharedTable]) -> Vec<QualifiedName> {
+    tables
+        .iter()
+        .map(|t| QualifiedName::new(t.schema, t.name))
+        .collect()
+}
+
 /// Compares `catalog` with the contract for `tables`; pure, so the CLI shares it.
 ///
-/// Findings come in a fixed order: roles, memberships, schema usage, then per table
-/// (sorted) its existence, column, RLS flags, policies and grants, then tables carrying our
-/// policies without being marked, then the login role's bypass.
+/// Findings come in a fixed order: no table marked, roles, memberships, schema usage, then
+/// per table (sorted) its existence, column, RLS flags, policies and grants, then tables
+/// carrying our policies without being marked, the shared tables, then the login role's
+/// bypass.
 pub fn compare(config: &Config, tables: &[MarkedTable], catalog: &Catalog) -> VerifyReport {
     let mut findings = Vec::new();
     let our_roles = [config.tenant_role(), config.admin_role()];
@@ -312,16 +433,29 @@ pub fn compare(config: &Config, tables: &[MarkedTable], catalog: &Catalog) -> Ve
         .iter()
         .map(|p| ((p.schema.as_str(), p.table.as_str(), p.name.as_str()), p))
         .collect();
+    let mut policies_by_table: HashMap<(&str, &str), Vec<&catalog::PolicyState>> = HashMap::new();
+    for p in &catalog.policies {
+        policies_by_table
+            .entry((p.schema.as_str(), p.table.as_str()))
+            .or_default()
+            .push(p);
+    }
 
-    findings.extend(
-        catalog
-            .roles
-            .iter()
-            .filter(|r| !r.exists)
-            .map(|r| Finding::RoleMissing {
-                role: r.name.clone(),
-            }),
-    );
+    if tables.is_empty() {
+        findings.push(Finding::NoTablesMarked);
+    }
+    for role in &catalog.roles {
+        if !role.exists {
+            findings.push(Finding::RoleMissing {
+                role: role.name.clone(),
+            });
+        } else if let Some(bypass) = bypass_of(role.superuser, role.bypass_rls) {
+            findings.push(Finding::RoleBypassesRls {
+                role: role.name.clone(),
+                bypass,
+            });
+        }
+    }
     findings.extend(
         catalog
             .memberships
@@ -369,6 +503,10 @@ pub fn compare(config: &Config, tables: &[MarkedTable], catalog: &Catalog) -> Ve
                 });
                 continue;
             }
+            Some(c) if !c.not_null => findings.push(Finding::TenantColumnNullable {
+                table: name.clone(),
+                column: marked.key.column.clone(),
+            }),
             Some(_) => {}
         }
         if !state.rls_enabled {
@@ -405,6 +543,31 @@ pub fn compare(config: &Config, tables: &[MarkedTable], catalog: &Catalog) -> Ve
                 config.admin_policy(),
                 expected,
             );
+        }
+
+        // Permissive policies are ORed: any other one that applies to our roles lets its
+        // rows through to every tenant. (Restrictive ones are ANDed: harmless.)
+        let ours = [config.isolation_policy(), config.admin_policy()];
+        for policy in policies_by_table
+            .get(&(name.schema.as_str(), name.name.as_str()))
+            .into_iter()
+            .flatten()
+        {
+            let applies_to_us = policy
+                .def
+                .roles
+                .iter()
+                .any(|r| r == "public" || our_roles.contains(&r.as_str()));
+            if !ours.contains(&policy.name.as_str())
+                && policy.def.permissive == "PERMISSIVE"
+                && applies_to_us
+            {
+                findings.push(Finding::PermissivePolicy {
+                    table: name.clone(),
+                    policy: policy.name.clone(),
+                    roles: policy.def.roles.clone(),
+                });
+            }
         }
 
         for role in our_roles {
@@ -461,22 +624,48 @@ pub fn compare(config: &Config, tables: &[MarkedTable], catalog: &Catalog) -> Ve
         }
     }
 
+    for shared in &catalog.shared {
+        let table = QualifiedName::new(&shared.schema, &shared.name);
+        if !shared.exists {
+            findings.push(Finding::SharedTableMissing { table });
+            continue;
+        }
+        for role in our_roles {
+            let granted = table_privileges.contains(&(
+                shared.schema.as_str(),
+                shared.name.as_str(),
+                role,
+                "SELECT",
+            ));
+            if !granted {
+                findings.push(Finding::SharedGrantMissing {
+                    table: table.clone(),
+                    role: role.to_string(),
+                });
+            }
+        }
+    }
+
     let login = &catalog.login;
-    // A superuser has BYPASSRLS too; the stronger reason is the one worth reporting.
-    let bypass = if login.superuser {
-        Some(Bypass::Superuser)
-    } else if login.bypass_rls {
-        Some(Bypass::BypassRls)
-    } else {
-        None
-    };
-    if let Some(bypass) = bypass {
+    if let Some(bypass) = bypass_of(login.superuser, login.bypass_rls) {
         findings.push(Finding::LoginBypassesRls {
             login: login.name.clone(),
             bypass,
         });
     }
     VerifyReport { findings }
+}
+
+/// Why a role is not subject to RLS, if it is not. A superuser has BYPASSRLS too; the
+/// stronger reason is the one worth reporting.
+fn bypass_of(superuser: bool, bypass_rls: bool) -> Option<Bypass> {
+    if superuser {
+        Some(Bypass::Superuser)
+    } else if bypass_rls {
+        Some(Bypass::BypassRls)
+    } else {
+        None
+    }
 }
 
 /// `(schema, name, grantee, privilege)` of each privilege, for constant-time lookups.
@@ -513,21 +702,5 @@ fn check_policy(
             actual: Box::new(actual.def.clone()),
         }),
         Some(_) => {}
-    }
-}
-
-/// Reads the catalog and compares; `Err(Error::Drift)` when any finding is an error.
-pub(crate) async fn verify_async(
-    conn: &mut AsyncPgConnection,
-    config: &Config,
-    tables: &[RlsTable],
-) -> Result<VerifyReport, Error> {
-    let tables = marked_tables(tables);
-    let catalog = catalog::read(conn, config, &tables, &[]).await?;
-    let report = compare(config, &tables, &catalog);
-    if report.is_ok() {
-        Ok(report)
-    } else {
-        Err(Error::Drift(report))
     }
 }

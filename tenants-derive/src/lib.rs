@@ -1,6 +1,7 @@
 //! The `#[with_rls]` attribute macro. Use it through `tenants_core::with_rls`, which
 //! re-exports it: the code it generates names `::tenants_core` paths.
 
+mod shared;
 mod with_rls;
 
 use proc_macro::TokenStream;
@@ -83,4 +84,36 @@ use proc_macro::TokenStream;
 #[proc_macro_attribute]
 pub fn with_rls(attr: TokenStream, item: TokenStream) -> TokenStream {
     with_rls::expand(attr.into(), item.into()).into()
+}
+
+/// Declares a Diesel table readable by every tenant: shared lookup or reference data
+/// (countries, plans, currencies) that is not under Row-Level Security.
+///
+/// Tenant transactions run as the tenant role, which may read only what is granted to it:
+/// a marked table through its policies, a `#[shared]` table through the `SELECT` grant
+/// that `tenants generate` writes and `verify` checks. Any other table gives the tenant
+/// `permission denied`.
+///
+/// ```
+/// use tenants_core::shared;
+///
+/// #[shared]
+/// diesel::table! {
+///     countries (code) {
+///         code -> Text,
+///         name -> Text,
+///     }
+/// }
+///
+/// fn main() {
+///     let shared = tenants_core::registry::shared_tables();
+///     assert_eq!((shared[0].schema, shared[0].name), ("public", "countries"));
+/// }
+/// ```
+///
+/// A table is either `#[with_rls]` or `#[shared]`, never both; `#[shared]` takes no
+/// arguments and goes on a `diesel::table!` only.
+#[proc_macro_attribute]
+pub fn shared(attr: TokenStream, item: TokenStream) -> TokenStream {
+    shared::expand(attr.into(), item.into()).into()
 }

@@ -23,6 +23,7 @@
 
 mod args;
 mod model;
+mod shared;
 mod table;
 
 use std::fmt::Display;
@@ -33,6 +34,7 @@ use syn::ext::IdentExt;
 
 pub use args::{DEFAULT_TENANT_COLUMN, RlsArgs};
 pub use model::{MarkedStruct, parse_struct};
+pub use shared::{SharedTable, is_shared_attribute, parse_shared, parse_shared_tokens};
 pub use table::{MarkedTable, is_table_macro, parse_table, table_body_parses};
 
 /// The schema of a table whose `table!` names none.
@@ -159,10 +161,23 @@ pub fn is_with_rls_attribute(attr: &syn::Attribute) -> bool {
         .is_some_and(|segment| segment.ident == "with_rls")
 }
 
-/// Every item of `file` marked `#[with_rls]`, in source order, inline modules and function
-/// bodies included: what the CLI collects from each `.rs` file of a crate.
-pub fn marked_items(file: &syn::File) -> Vec<syn::Result<MarkedItem>> {
-    struct Collector(Vec<syn::Result<MarkedItem>>);
+/// The marks of one source file.
+#[derive(Debug, Default)]
+pub struct FileMarks {
+    /// Items marked `#[with_rls]`, in source order.
+    pub marked: Vec<syn::Result<MarkedItem>>,
+    /// Tables declared `#[shared]`, in source order.
+    pub shared: Vec<syn::Result<SharedTable>>,
+}
+
+/// Every item of `file` marked `#[with_rls]` or `#[shared]`, in source order, inline
+/// modules and function bodies included: what the CLI collects from each `.rs` file of a
+/// crate.
+pub fn file_marks(file: &syn::File) -> FileMarks {
+    struct Collector(
+        Vec<syn::Result<MarkedItem>>,
+        Vec<syn::Result<SharedTable>>,
+    );
 
     impl<'ast> syn::visit::Visit<'ast> for Collector {
         fn visit_item(&mut self, item: &'ast syn::Item) {
@@ -181,13 +196,19 @@ pub fn marked_items(file: &syn::File) -> Vec<syn::Result<MarkedItem>> {
                 self.0
                     .push(RlsArgs::from_attribute(attr).and_then(|args| parse_marked(&args, item)));
             }
+            if attrs.iter().any(is_shared_attribute) {
+                self.1.push(parse_shared(item));
+            }
             syn::visit::visit_item(self, item);
         }
     }
 
-    let mut collector = Collector(Vec::new());
+    let mut collector = Collector(Vec::new(), Vec::new());
     syn::visit::Visit::visit_file(&mut collector, file);
-    collector.0
+    FileMarks {
+        marked: collector.0,
+        shared: collector.1,
+    }
 }
 
 /// The error for `tokens`: `message`, then a `help:` line.
@@ -200,7 +221,7 @@ pub(crate) fn error_with_help(
 }
 
 /// The tokens to point at for an item that is neither form: its name when it has one.
-fn item_name(item: &syn::Item) -> TokenStream {
+pub(crate) fn item_name(item: &syn::Item) -> TokenStream {
     match item {
         syn::Item::Enum(item) => item.ident.to_token_stream(),
         syn::Item::Union(item) => item.ident.to_token_stream(),

@@ -366,7 +366,7 @@ fn neither_table_nor_struct() {
 }
 
 #[test]
-fn marked_items_walks_modules_and_skips_unmarked() {
+fn file_marks_walks_modules_and_skips_unmarked() {
     let file: syn::File = syn::parse_str(
         r#"
         pub mod schema {
@@ -379,10 +379,25 @@ fn marked_items_walks_modules_and_skips_unmarked() {
         struct Note { org: i64 }
         #[with_rls]
         enum Wrong {}
+        #[shared]
+        diesel::table! { geo.countries (code) { code -> Text } }
+        #[tenants_core::shared]
+        #[with_rls]
+        diesel::table! { both (id) { id -> Int4, tenant -> Text } }
         "#,
     )
     .unwrap();
-    let items = marked_items(&file);
+    let marks = file_marks(&file);
+    let items = &marks.marked[..3];
+    assert_eq!(
+        marks.shared[0].as_ref().ok(),
+        Some(&SharedTable {
+            schema: "geo".into(),
+            name: "countries".into()
+        })
+    );
+    let both = marks.shared[1].as_ref().expect_err("shared and marked");
+    assert!(both.to_string().starts_with("a table cannot be both #[shared] and #[with_rls]"));
     assert_eq!(items.len(), 3);
     let names: Vec<_> = items
         .iter()
@@ -408,4 +423,17 @@ fn table_body_parses_or_not() {
     assert!(!table_body_parses(&bad.mac));
     let other: syn::ItemMacro = syn::parse_str("println! { x }").unwrap();
     assert!(!is_table_macro(&other.mac));
+}
+
+#[test]
+fn shared_takes_a_table_and_no_arguments() {
+    let parse = |attr: &str, item: &str| {
+        parse_shared_tokens(attr.parse().unwrap(), item.parse().unwrap())
+    };
+    let table = parse("", "diesel::table! { #[sql_name = \"iso_countries\"] countries (code) { code -> Text } }").unwrap();
+    assert_eq!((table.schema.as_str(), table.name.as_str()), ("public", "iso_countries"));
+    let args = parse("readonly", "diesel::table! { countries (code) { code -> Text } }").unwrap_err();
+    assert!(args.to_string().starts_with("#[shared] takes no arguments"));
+    let not_table = parse("", "struct Country;").unwrap_err();
+    assert!(not_table.to_string().starts_with("#[shared] goes on a `diesel::table!` invocation"));
 }

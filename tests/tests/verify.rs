@@ -30,9 +30,18 @@ fn superuser_warning() -> Finding {
 }
 
 async fn findings(url: &str, config: &Config, tables: &[RlsTable]) -> Vec<Finding> {
+    findings_with_shared(url, config, tables, &[]).await
+}
+
+async fn findings_with_shared(
+    url: &str,
+    config: &Config,
+    tables: &[RlsTable],
+    shared: &[QualifiedName],
+) -> Vec<Finding> {
     let mut conn = AsyncPgConnection::establish(url).await.expect("connect");
     let marked = verify::marked_tables(tables);
-    let catalog = catalog::read(&mut conn, config, &marked, &[])
+    let catalog = catalog::read(&mut conn, config, &marked, shared, &[])
         .await
         .expect("read catalog");
     verify::compare(config, &marked, &catalog).findings
@@ -228,6 +237,7 @@ async fn our_policy_on_an_unmarked_table_is_a_warning() {
     assert_eq!(
         found,
         [
+            Finding::NoTablesMarked,
             Finding::PolicyOnUnmarkedTable {
                 table: table(),
                 policy: "tenants_admin".into()
@@ -405,4 +415,100 @@ async fn pool_verify_checks_every_registered_table() {
         }
         other => panic!("expected drift, got {other:?}"),
     }
+}
+
+#[tokio::test]
+async fn tenant_column_made_nullable() {
+    let (_db, found) = broken("ALTER TABLE items_text ALTER tenant DROP NOT NULL").await;
+    assert_eq!(
+        found,
+        [
+            Finding::TenantColumnNullable {
+                table: table(),
+                column: "tenant".into()
+            },
+            superuser_warning()
+        ]
+    );
+    assert!(found[0].hint().contains("tenants generate"));
+}
+
+#[tokio::test]
+async fn another_permissive_policy_for_everyone() {
+    let (_db, found) = broken(
+        "CREATE POLICY everyone_reads ON items_text FOR SELECT USING (true);
+         CREATE POLICY reporting_only ON items_text FOR SELECT TO pg_monitor USING (true);
+         CREATE POLICY narrowing ON items_text AS RESTRICTIVE FOR ALL USING (true)",
+    )
+    .await;
+    // Only the permissive one that applies to our roles (PUBLIC) lets rows through.
+    assert_eq!(
+        found,
+        [
+            Finding::PermissivePolicy {
+                table: table(),
+                policy: "everyone_reads".into(),
+                roles: vec!["public".into()]
+            },
+            superuser_warning()
+        ]
+    );
+    assert!(found[0].hint().contains(r#"DROP POLICY "everyone_reads""#));
+}
+
+#[tokio::test]
+async fn our_role_bypassing_rls() {
+    let (db, mut conn) = items_text_under_contract();
+    let config = Config::default()
+        .with_tenant_role("tenants_test_bypassing_tenant")
+        .expect("config");
+    ensure_login_role(&mut conn, "tenants_test_bypassing_tenant");
+    batch_locked(
+        &mut conn,
+        "ALTER ROLE tenants_test_bypassing_tenant BYPASSRLS",
+    );
+    let found = findings(&db.url(), &config, &[TABLE]).await;
+    assert!(
+        found.contains(&Finding::RoleBypassesRls {
+            role: "tenants_test_bypassing_tenant".into(),
+            bypass: Bypass::BypassRls
+        }),
+        "{found:?}"
+    );
+}
+
+#[tokio::test]
+async fn shared_table_grants() {
+    let (db, mut conn) = items_text_under_contract();
+    let config = Config::default();
+    let countries = QualifiedName::new("public", "countries");
+    let missing =
+        findings_with_shared(&db.url(), &config, &[TABLE], &[countries.clone()]).await;
+    assert_eq!(
+        missing,
+        [
+            Finding::SharedTableMissing {
+                table: countries.clone()
+            },
+            superuser_warning()
+        ]
+    );
+    conn.batch_execute("CREATE TABLE countries (code text PRIMARY KEY); GRANT SELECT ON countries TO tenants_admin")
+        .expect("create countries");
+    let ungranted =
+        findings_with_shared(&db.url(), &config, &[TABLE], &[countries.clone()]).await;
+    assert_eq!(
+        ungranted,
+        [
+            Finding::SharedGrantMissing {
+                table: countries.clone(),
+                role: "tenants_user".into()
+            },
+            superuser_warning()
+        ]
+    );
+    conn.batch_execute("GRANT SELECT ON countries TO tenants_user")
+        .expect("grant");
+    let granted = findings_with_shared(&db.url(), &config, &[TABLE], &[countries]).await;
+    assert_eq!(granted, [superuser_warning()]);
 }
