@@ -5,4 +5,5 @@ mod cycle;
 mod errors;
 mod example;
 mod fixture;
+mod invariant;
 mod scale;

@@ -10,9 +10,9 @@ use diesel_async::{
 
 use crate::config::Config;
 use crate::policy;
+use crate::registry::TenantSqlType;
 pub use crate::spec::PolicyDef;
 use crate::spec::QualifiedName;
-use crate::registry::TenantSqlType;
 
 /// One of our roles, as the catalog sees it.
 #[derive(Debug, Clone, PartialEq, Eq, QueryableByName)]

@@ -133,7 +133,12 @@ pub fn plan(
     if tables.is_empty() && !options.allow_unmark {
         return Err(PlanError::NothingMarked { policed: unmarked });
     }
-    let blocking: Vec<Finding> = report.findings.iter().filter(|f| blocks(f)).cloned().collect();
+    let blocking: Vec<Finding> = report
+        .findings
+        .iter()
+        .filter(|f| blocks(f))
+        .cloned()
+        .collect();
     if !blocking.is_empty() {
         return Err(PlanError::Blocked(blocking));
     }
@@ -325,12 +330,10 @@ fn table_changes(
                     unmarked.push(table.clone());
                 }
             }
-            Finding::TenantColumnNullable { table, column } => {
-                changes.push(Change::SetNotNull {
-                    table: table.clone(),
-                    column: column.clone(),
-                })
-            }
+            Finding::TenantColumnNullable { table, column } => changes.push(Change::SetNotNull {
+                table: table.clone(),
+                column: column.clone(),
+            }),
             Finding::SharedGrantMissing { table, role } => merge_grant(
                 &mut changes,
                 Change::GrantTable {
@@ -519,4 +522,3 @@ fn join_roles(changes: Vec<Change>) -> Vec<Change> {
     }
     joined
 }
-

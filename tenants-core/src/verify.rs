@@ -7,8 +7,8 @@ use std::fmt;
 use crate::catalog::{self, Catalog, MarkedTable, PolicyDef, ProbeKey};
 use crate::config::Config;
 use crate::policy::{SEQUENCE_PRIVILEGES, TABLE_PRIVILEGES};
-use crate::spec::QualifiedName;
 use crate::registry::{RlsTable, SharedTable, TenantSqlType};
+use crate::spec::QualifiedName;
 
 /// How much a finding matters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
