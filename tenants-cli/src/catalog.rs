@@ -19,9 +19,14 @@ use crate::{CliError, Options, sources};
 pub enum DatabaseError {
     /// No connection.
     #[error(
-        "cannot connect to the database ({0}); is PostgreSQL running, and is --database-url / DATABASE_URL right?"
+        "cannot connect to {target}: {reason}; is PostgreSQL running there, and is --database-url / DATABASE_URL right?"
     )]
-    Connect(String),
+    Connect {
+        /// Database, host and port, and user (never the password).
+        target: String,
+        /// The server's or the operating system's reason.
+        reason: String,
+    },
     /// A catalog query failed.
     #[error("cannot read the catalog: {0}")]
     Query(String),
@@ -88,9 +93,18 @@ impl Session {
             .map_err(|e| DatabaseError::Runtime(e.to_string()))?;
         let count = StatementCount::default();
         let (conn, tables) = runtime.block_on(async {
-            let mut conn = AsyncPgConnection::establish(&settings.database_url)
+            let mut conn = tenants_core::establish(&settings.database_url)
                 .await
-                .map_err(|e| DatabaseError::Connect(one_line(e)))?;
+                .map_err(|e| match e {
+                    tenants_core::Error::Connect { target, reason } => DatabaseError::Connect {
+                        target,
+                        reason: one_line(reason),
+                    },
+                    other => DatabaseError::Connect {
+                        target: "the database".into(),
+                        reason: one_line(other),
+                    },
+                })?;
             conn.set_instrumentation(count.clone());
             let tables = resolve_types(&mut conn, marked).await?;
             Ok::<_, DatabaseError>((conn, tables))

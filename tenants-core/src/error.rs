@@ -1,5 +1,7 @@
 //! The crate's error type.
 
+use std::time::Duration;
+
 use crate::config::ConfigError;
 use crate::tenant::InvalidTenantId;
 use crate::verify::VerifyReport;
@@ -16,12 +18,31 @@ pub enum Error {
     /// A query or transaction failed.
     #[error("database error: {0}")]
     Database(#[from] diesel::result::Error),
-    /// The database could not be reached.
-    #[error("cannot connect to the database: {0} (is PostgreSQL running, and is the URL right?)")]
-    Connection(#[from] diesel::ConnectionError),
-    /// The pool gave no connection (timed out, or every attempt to connect failed).
-    #[error("cannot get a connection from the pool: {0}")]
-    Pool(#[from] bb8::RunError<diesel_async::pooled_connection::PoolError>),
+    /// No connection could be opened: the URL does not parse, or the server (or the
+    /// network) refused.
+    #[error(
+        "cannot connect to {target}: {reason} (is PostgreSQL running there, and is the URL right?)"
+    )]
+    Connect {
+        /// Database, host and port, and user, e.g. `the database "app" on localhost:5432
+        /// as user "app"` (never the password).
+        target: String,
+        /// The server's message or the operating system's error, e.g. `error connecting
+        /// to server: Connection refused (os error 111)`.
+        reason: String,
+    },
+    /// The pool gave no connection within its connection timeout.
+    #[error("no database connection within {waited:?}: {}", match last_connect_error {
+        Some(error) => error.as_str(),
+        None => "no connection became free and none could be opened in time",
+    })]
+    PoolTimedOut {
+        /// The pool's connection timeout.
+        waited: Duration,
+        /// Why the last attempt to open a connection failed, when it did (pools built by
+        /// [`crate::TenantPool::connect_with`] keep it); `None` when no attempt failed.
+        last_connect_error: Option<String>,
+    },
     /// `verify()` found the live database out of line with the `#[with_rls]` tables.
     #[error("the database does not enforce the #[with_rls] tables as expected:\n{0}")]
     Drift(VerifyReport),

@@ -14,6 +14,7 @@
 
 pub mod catalog;
 mod config;
+mod connect;
 mod error;
 pub mod plan;
 pub mod policy;
@@ -30,6 +31,7 @@ pub mod verify;
 pub mod __private;
 
 pub use config::{Config, ConfigError, MAX_NAME_BYTES};
+pub use connect::establish;
 pub use error::Error;
 pub use pool::{AsyncTenantTransactionExt, ScopedFn, TenantConnection, TenantPool};
 pub use scope::Scope;

@@ -2,13 +2,15 @@
 
 use std::future::Future;
 use std::ops::{Deref, DerefMut};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
+use bb8::RunError;
+use diesel::ConnectionError;
 use diesel::connection::CacheSize;
 use diesel::result::Error as DieselError;
 use diesel_async::pooled_connection::bb8::{Pool, PooledConnection};
 use diesel_async::pooled_connection::{
-    AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
+    AsyncDieselConnectionManager, ManagerConfig, PoolError, RecyclingMethod,
 };
 use diesel_async::{
     AnsiTransactionManager, AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection,
@@ -61,6 +63,32 @@ where
 pub struct TenantPool {
     pool: Pool<AsyncPgConnection>,
     config: Arc<Config>,
+    /// What the URL points at, for errors; `None` for a pool given to [`TenantPool::new`].
+    target: Option<Arc<str>>,
+    /// The last failed attempt to open a connection; `None` as for `target`.
+    connect_error: Option<LastConnectError>,
+}
+
+/// Why the pool's last attempt to open a connection failed; cleared when one succeeds.
+/// bb8 retries failed connections until a checkout times out and then reports only
+/// `TimedOut`: this keeps the reason for that error.
+#[derive(Debug, Clone, Default)]
+struct LastConnectError(Arc<Mutex<Option<String>>>);
+
+impl LastConnectError {
+    fn record(&self, reason: Option<String>) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = reason;
+    }
+
+    fn get(&self) -> Option<String> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
 }
 
 impl std::fmt::Debug for TenantPool {
@@ -74,26 +102,60 @@ impl std::fmt::Debug for TenantPool {
 
 impl TenantPool {
     /// A pool of default size (bb8's 10) for `database_url`, with the default [`Config`].
+    /// Fails, as [`TenantPool::connect_with`] does, when the first connection cannot be
+    /// made.
     pub async fn connect(database_url: &str) -> Result<Self, Error> {
         Self::connect_with(database_url, Config::default(), bb8::Pool::builder()).await
     }
 
     /// A pool built by `builder` for `database_url`, using `config`'s names and the recycle
-    /// check of [`TenantPool::manager_config`]. Fails when no first connection can be made.
+    /// check of [`TenantPool::manager_config`].
+    ///
+    /// Makes the first connection before it returns (it stays in the pool): a URL that does
+    /// not parse, a server that is not there, a database that does not exist or refused
+    /// credentials are an [`Error::Connect`] naming host, port, database and user with the
+    /// server's or the operating system's reason, at once (at most `builder`'s connection
+    /// timeout). Later, a checkout that times out is an [`Error::PoolTimedOut`] carrying the
+    /// last failed attempt to connect, if any.
     pub async fn connect_with(
         database_url: &str,
         config: Config,
         builder: bb8::Builder<AsyncDieselConnectionManager<AsyncPgConnection>>,
     ) -> Result<Self, Error> {
+        let target = crate::connect::describe_target(database_url)?;
+        let connect_error = LastConnectError::default();
         let manager = AsyncDieselConnectionManager::new_with_config(
             database_url,
-            Self::manager_config(&config),
+            Self::manager_config_recording(&config, Some(connect_error.clone())),
         );
-        let pool = builder
-            .build(manager)
-            .await
-            .map_err(|e| Error::Pool(bb8::RunError::User(e)))?;
-        Ok(Self::new(pool, config))
+        let pool = builder.build_unchecked(manager);
+        let timeout = pool.config().connection_timeout;
+        let first = match tokio::time::timeout(timeout, pool.dedicated_connection()).await {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(PoolError::ConnectionError(ConnectionError::BadConnection(reason)))) => {
+                return Err(Error::Connect { target, reason });
+            }
+            Ok(Err(error)) => {
+                return Err(Error::Connect {
+                    target,
+                    reason: error.to_string(),
+                });
+            }
+            Err(_) => {
+                return Err(Error::Connect {
+                    target,
+                    reason: format!("no answer within {timeout:?}"),
+                });
+            }
+        };
+        // Kept as the pool's first idle connection; a pool already full (min_idle) drops it.
+        let _ = pool.add(first);
+        Ok(Self {
+            pool,
+            config: Arc::new(config),
+            target: Some(Arc::from(target)),
+            connect_error: Some(connect_error),
+        })
     }
 
     /// Wraps an existing pool. Build its manager with [`TenantPool::manager_config`] so that
@@ -102,6 +164,8 @@ impl TenantPool {
         Self {
             pool,
             config: Arc::new(config),
+            target: None,
+            connect_error: None,
         }
     }
 
@@ -109,7 +173,17 @@ impl TenantPool {
     /// current role is not its login role or whose tenant setting is not empty: such a
     /// connection is closed and replaced instead of being handed to the next caller. The
     /// check replaces diesel-async's default `SELECT 1`, so it costs no extra round trip.
+    /// New connections are opened with [`crate::establish`]'s error reporting.
     pub fn manager_config(config: &Config) -> ManagerConfig<AsyncPgConnection> {
+        Self::manager_config_recording(config, None)
+    }
+
+    /// [`TenantPool::manager_config`], keeping each failed connection attempt's reason in
+    /// `connect_error` (and clearing it on success).
+    fn manager_config_recording(
+        config: &Config,
+        connect_error: Option<LastConnectError>,
+    ) -> ManagerConfig<AsyncPgConnection> {
         let check = clean_check_sql(config);
         let prepared = config
             .statement_cache()
@@ -141,17 +215,55 @@ impl TenantPool {
                     clean
                 })
             }));
-        if !config.statement_cache() {
-            manager_config.custom_setup = Box::new(|url| {
-                let url = url.to_string();
-                Box::pin(async move {
-                    let mut conn = AsyncPgConnection::establish(&url).await?;
+        let statement_cache = config.statement_cache();
+        manager_config.custom_setup = Box::new(move |url| {
+            let url = url.to_string();
+            let connect_error = connect_error.clone();
+            Box::pin(async move {
+                let opened = crate::connect::open(&url).await;
+                if let Some(slot) = &connect_error {
+                    slot.record(opened.as_ref().err().cloned());
+                }
+                let mut conn = opened.map_err(|reason| {
+                    tracing::warn!(%reason, "cannot open a pooled connection");
+                    ConnectionError::BadConnection(reason)
+                })?;
+                if !statement_cache {
                     conn.set_prepared_statement_cache_size(CacheSize::Disabled);
-                    Ok(conn)
-                })
-            });
-        }
+                }
+                Ok(conn)
+            })
+        });
         manager_config
+    }
+
+    /// The error for a checkout that failed.
+    fn checkout_error(&self, error: RunError<PoolError>) -> Error {
+        let target = || self.target.as_deref().unwrap_or("the database").to_string();
+        match error {
+            RunError::User(PoolError::ConnectionError(error)) => Error::Connect {
+                target: target(),
+                reason: match error {
+                    ConnectionError::BadConnection(reason) => reason,
+                    other => other.to_string(),
+                },
+            },
+            RunError::User(PoolError::QueryError(error)) => Error::Database(error),
+            RunError::TimedOut => Error::PoolTimedOut {
+                waited: self.pool.config().connection_timeout,
+                last_connect_error: self
+                    .connect_error
+                    .as_ref()
+                    .and_then(LastConnectError::get)
+                    .map(|reason| {
+                        Error::Connect {
+                            target: target(),
+                            reason,
+                        }
+                        .to_string()
+                    }),
+            },
+        }
     }
 
     /// The names in use.
@@ -162,6 +274,15 @@ impl TenantPool {
     /// The underlying bb8 pool.
     pub fn pool(&self) -> &Pool<AsyncPgConnection> {
         &self.pool
+    }
+
+    /// Checks out a connection outside any scope: no transaction, the login role, no
+    /// tenant (so, on marked tables, no rows). The recycle check runs first, so a
+    /// connection that some earlier code left with a role switched or a tenant set is
+    /// replaced, not handed out. A failure is an [`Error`] that says why
+    /// ([`Error::PoolTimedOut`] with the last connection error, if any).
+    pub async fn unscoped(&self) -> Result<PooledConnection<'_, AsyncPgConnection>, Error> {
+        self.pool.get().await.map_err(|e| self.checkout_error(e))
     }
 
     /// Checks out a connection and begins a transaction as `tenant`, in one round trip.
@@ -178,7 +299,11 @@ impl TenantPool {
     }
 
     async fn begin(&self, scope: Scope) -> Result<TenantConnection, Error> {
-        let mut conn = self.pool.get_owned().await?;
+        let mut conn = self
+            .pool
+            .get_owned()
+            .await
+            .map_err(|e| self.checkout_error(e))?;
         AnsiTransactionManager::begin_transaction_sql(&mut *conn, &scope.begin_sql(&self.config))
             .await?;
         Ok(TenantConnection {
@@ -248,11 +373,10 @@ impl TenantPool {
     /// Compares the live database with every `#[with_rls]` table linked into the binary;
     /// see [`crate::verify`].
     pub async fn verify(&self) -> Result<VerifyReport, Error> {
-        let mut conn = self.pool.get().await?;
+        let mut conn = self.unscoped().await?;
         let tables = crate::verify::marked_tables(&crate::registry::tables());
         let shared = crate::verify::shared_tables(&crate::registry::shared_tables());
-        let catalog =
-            crate::catalog::read(&mut conn, &self.config, &tables, &shared, &[]).await?;
+        let catalog = crate::catalog::read(&mut conn, &self.config, &tables, &shared, &[]).await?;
         let report = crate::verify::compare(&self.config, &tables, &catalog);
         if report.is_ok() {
             Ok(report)

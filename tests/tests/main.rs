@@ -1,6 +1,7 @@
 //! Integration tests: one binary, one module per concern, a fresh database per test.
 
 mod common;
+mod connect;
 mod escaping;
 mod faults;
 mod isolation;

@@ -205,7 +205,7 @@ async fn operation(
         // PgBouncer < 1.21 a prepared statement outside a transaction may reach another
         // server between its parse and its execution.)
         _ => {
-            let mut conn = pool.pool().get().await?;
+            let mut conn = pool.unscoped().await?;
             let session = diesel_async::AsyncConnection::transaction(&mut conn, async |c| {
                 diesel::sql_query(SESSION).get_result::<Session>(c).await
             })

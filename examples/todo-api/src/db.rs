@@ -1,13 +1,15 @@
 //! The schema, the migrations, the pool and the `TenantDb` extractor.
 
+use std::future::Future;
 use std::ops::{Deref, DerefMut};
+use std::pin::Pin;
 use std::sync::Arc;
 
 use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
 use diesel::prelude::*;
-use diesel_async::pooled_connection::AsyncDieselConnectionManager;
-use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+use diesel_async::pooled_connection::PoolError;
+use diesel_async::{AsyncPgConnection, SimpleAsyncConnection};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use percent_encoding::percent_decode_str;
 use serde::Serialize;
@@ -170,30 +172,33 @@ impl<'a> UrlParts<'a> {
 }
 
 /// The pool: `Config::default()`'s names, `tenants-core`'s recycle check, and
-/// `statement_timeout` set on every new connection.
-pub fn pool(settings: &Settings) -> TenantPool {
-    let config = Config::default();
-    let mut manager_config = TenantPool::manager_config(&config);
-    let statement_timeout_ms = settings.statement_timeout.as_millis();
-    manager_config.custom_setup = Box::new(move |url| {
-        let url = url.to_string();
-        Box::pin(async move {
-            let mut conn = AsyncPgConnection::establish(&url).await?;
-            conn.batch_execute(&format!("SET statement_timeout = {statement_timeout_ms}"))
-                .await
-                .map_err(ConnectionError::CouldntSetupConfiguration)?;
-            Ok(conn)
-        })
-    });
-    let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(
-        &settings.database_url,
-        manager_config,
-    );
-    let pool = bb8::Pool::builder()
+/// `statement_timeout` set on every new connection. Its first connection is made here, so
+/// an unreachable database is a start-up error with the server's reason.
+pub async fn pool(settings: &Settings) -> Result<TenantPool, tenants_core::Error> {
+    let builder = bb8::Pool::builder()
         .max_size(settings.pool_max_size)
         .connection_timeout(settings.pool_timeout)
-        .build_unchecked(manager);
-    TenantPool::new(pool, config)
+        .connection_customizer(Box::new(StatementTimeout(
+            settings.statement_timeout.as_millis(),
+        )));
+    TenantPool::connect_with(&settings.database_url, Config::default(), builder).await
+}
+
+/// Sets `statement_timeout` (milliseconds; 0 is none) on each new pooled connection.
+#[derive(Debug)]
+struct StatementTimeout(u128);
+
+impl bb8::CustomizeConnection<AsyncPgConnection, PoolError> for StatementTimeout {
+    fn on_acquire<'a>(
+        &'a self,
+        conn: &'a mut AsyncPgConnection,
+    ) -> Pin<Box<dyn Future<Output = Result<(), PoolError>> + Send + 'a>> {
+        Box::pin(async move {
+            conn.batch_execute(&format!("SET statement_timeout = {}", self.0))
+                .await
+                .map_err(PoolError::QueryError)
+        })
+    }
 }
 
 /// A connection inside a transaction scoped to the request's tenant: the counterpart of the

@@ -115,10 +115,9 @@ impl From<tenants_core::Error> for ApiError {
     fn from(error: tenants_core::Error) -> Self {
         use tenants_core::Error;
         match error {
-            Error::Pool(e) => {
-                ApiError::Unavailable(format!("no database connection available: {e}"))
+            Error::PoolTimedOut { .. } | Error::Connect { .. } => {
+                ApiError::Unavailable(error.to_string())
             }
-            Error::Connection(e) => ApiError::Unavailable(format!("database unreachable: {e}")),
             Error::Database(e) => e.into(),
             // The extractor validated the id already; an invalid one cannot reach here, but
             // it is the caller's credential that names it.

@@ -160,7 +160,9 @@ pub async fn serve(
         tracing::info!(%version, "applied migration");
     }
 
-    let pool = db::pool(&settings);
+    let pool = db::pool(&settings)
+        .await
+        .map_err(|e| StartupError::connect(&settings.database_url, e))?;
     match pool.verify().await {
         Ok(report) => {
             for warning in report.warnings() {
@@ -168,7 +170,9 @@ pub async fn serve(
             }
         }
         Err(tenants_core::Error::Drift(report)) => return Err(StartupError::Drift(report)),
-        Err(tenants_core::Error::Pool(e)) => {
+        Err(
+            e @ (tenants_core::Error::PoolTimedOut { .. } | tenants_core::Error::Connect { .. }),
+        ) => {
             return Err(StartupError::connect(&settings.database_url, e));
         }
         Err(e) => return Err(StartupError::Verify(e)),
