@@ -16,6 +16,8 @@ pub mod catalog;
 mod config;
 mod connect;
 mod error;
+#[cfg(test)]
+mod layers;
 pub mod plan;
 pub mod policy;
 mod pool;
