@@ -7,4 +7,5 @@ mod errors;
 mod example;
 mod fixture;
 mod invariant;
+mod portable;
 mod scale;

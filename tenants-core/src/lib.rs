@@ -16,6 +16,7 @@ pub mod catalog;
 mod config;
 mod connect;
 mod error;
+pub mod lifecycle;
 #[cfg(test)]
 mod layers;
 pub mod plan;
