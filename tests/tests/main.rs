@@ -5,6 +5,7 @@ mod connect;
 mod escaping;
 mod faults;
 mod isolation;
+mod lifecycle;
 mod pgbouncer;
 mod pool_hygiene;
 mod registry;

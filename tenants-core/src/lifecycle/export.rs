@@ -1,0 +1,242 @@
+//! `export`: a tenant's rows of every marked table, in one snapshot, into a new directory.
+
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+
+use diesel::QueryableByName;
+use diesel::sql_types::Text;
+use diesel_async::{AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
+
+use super::layout::{Layout, Table};
+use super::manifest::{
+    ColumnExport, FORMAT, FORMAT_VERSION, HashingWriter, Manifest, TableExport, non_empty_dir,
+};
+use super::{LifecycleError, TEXT_FORMAT_SETTINGS, db, plain_name, tenant_for};
+use crate::catalog::MarkedTable;
+use crate::pool::TenantPool;
+use crate::tenant::{TenantId, escape_literal, quote_ident};
+
+/// Rows fetched from the cursor per round trip.
+const FETCH_ROWS: usize = 10_000;
+
+#[derive(QueryableByName)]
+struct Line {
+    #[diesel(sql_type = Text)]
+    line: String,
+}
+
+/// Exports `tenant`'s rows of every table in `tables` into the directory `out`, which
+/// must not exist or be empty; returns the manifest written.
+///
+/// All tables are read in one `REPEATABLE READ`, read-only tenant transaction (one
+/// snapshot; RLS guarantees no other tenant's row is read). The files go to a temporary
+/// sibling directory first, renamed to `out` at the end: a failure leaves nothing behind.
+///
+/// ```no_run
+/// # async fn run(pool: &tenants_core::TenantPool) -> Result<(), tenants_core::lifecycle::LifecycleError> {
+/// use tenants_core::{lifecycle, registry, verify};
+/// let tables = verify::marked_tables(&registry::tables());
+/// let manifest = lifecycle::export_tenant(pool, &tables, "acme", "acme-export".as_ref()).await?;
+/// # let _ = manifest;
+/// # Ok(()) }
+/// ```
+pub async fn export_tenant(
+    pool: &TenantPool,
+    tables: &[MarkedTable],
+    tenant: impl TenantId,
+    out: &Path,
+) -> Result<Manifest, LifecycleError> {
+    let tenant = tenant_for(pool.config(), tables, tenant)?;
+    if non_empty_dir(out)? {
+        return Err(LifecycleError::OutputNotEmpty(out.to_path_buf()));
+    }
+    let staging = Staging::create(out)?;
+
+    let mut conn = pool.tenant(&tenant).await?;
+    // First statement of the transaction: a SET takes no snapshot, so it may still choose
+    // the isolation level; the snapshot is taken by the first query after it.
+    conn.batch_execute(&format!(
+        "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY; {TEXT_FORMAT_SETTINGS}"
+    ))
+    .await
+    .map_err(db("starting the export's snapshot"))?;
+    let layout = Layout::read(&mut conn, tables).await?;
+    let snapshot_at = diesel::sql_query("SELECT now()::text AS line")
+        .get_result::<Line>(&mut conn)
+        .await
+        .map_err(db("reading the snapshot's time"))?
+        .line;
+    let mut exported = Vec::with_capacity(layout.tables.len());
+    for (i, table) in layout.tables.iter().enumerate() {
+        exported.push(export_table(&mut conn, table, i + 1, &staging.path).await?);
+    }
+    conn.commit().await?;
+
+    let manifest = Manifest {
+        format: FORMAT.to_string(),
+        format_version: FORMAT_VERSION,
+        tool: concat!("tenants-core ", env!("CARGO_PKG_VERSION")).to_string(),
+        tenant: tenant.as_str().to_string(),
+        snapshot_at,
+        tables: exported,
+    };
+    manifest.write(&staging.path)?;
+    staging.publish(out)?;
+    Ok(manifest)
+}
+
+/// Writes one table's rows, fetched through a cursor, and returns its manifest entry.
+async fn export_table(
+    conn: &mut AsyncPgConnection,
+    table: &Table,
+    position: usize,
+    dir: &Path,
+) -> Result<TableExport, LifecycleError> {
+    let name = &table.marked.table;
+    let file = format!("{position:02}-{}.jsonl", file_safe(&plain_name(name)));
+    let path = dir.join(&file);
+    let created = std::fs::File::create(&path).map_err(|source| LifecycleError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    let mut writer = HashingWriter::new(BufWriter::with_capacity(1 << 16, created), path.clone());
+
+    // Each row as one JSON object of text values, built by the server in table order:
+    // `{"id":"1","name":"a"}`. `to_json(text)` escapes; a SQL NULL becomes `null`.
+    let fields: Vec<String> = table
+        .columns
+        .iter()
+        .map(|c| {
+            let key = serde_json::to_string(&c.name).unwrap_or_default();
+            format!(
+                "{} || COALESCE(to_json({}::text)::text, 'null')",
+                escape_literal(&format!("{key}:")),
+                quote_ident(&c.name)
+            )
+        })
+        .collect();
+    let row = format!("'{{' || {} || '}}'", fields.join(" || ',' || "));
+    conn.batch_execute(&format!(
+        "DECLARE tenants_export NO SCROLL CURSOR FOR SELECT {row} AS line FROM {}{}",
+        table.sql_name(),
+        table.order_by()
+    ))
+    .await
+    .map_err(db(format!("reading {name}")))?;
+    loop {
+        let batch = diesel::sql_query(format!("FETCH FORWARD {FETCH_ROWS} FROM tenants_export"))
+            .load::<Line>(conn)
+            .await
+            .map_err(db(format!("reading {name}")))?;
+        for line in &batch {
+            writer.line(&line.line)?;
+        }
+        if batch.len() < FETCH_ROWS {
+            break;
+        }
+    }
+    conn.batch_execute("CLOSE tenants_export")
+        .await
+        .map_err(db(format!("reading {name}")))?;
+    let rows = writer.lines;
+    let (buffered, sha256) = writer.finish()?;
+    let created = buffered.into_inner().map_err(|e| LifecycleError::Io {
+        path: path.clone(),
+        source: e.into_error(),
+    })?;
+    created.sync_all().map_err(|source| LifecycleError::Io {
+        path: path.clone(),
+        source,
+    })?;
+
+    Ok(TableExport {
+        schema: name.schema.clone(),
+        name: name.name.clone(),
+        tenant_column: table.marked.key.column.clone(),
+        file,
+        rows,
+        sha256,
+        columns: table
+            .columns
+            .iter()
+            .map(|c| ColumnExport {
+                name: c.name.clone(),
+                type_name: c.type_name.clone(),
+                generated: c.generated,
+            })
+            .collect(),
+        primary_key: table.primary_key().iter().map(|c| c.name.clone()).collect(),
+    })
+}
+
+/// `name` with everything but ASCII letters, digits, `.`, `_` and `-` replaced by `_`:
+/// a file name on any system (the manifest keeps the real name).
+fn file_safe(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// The temporary sibling directory an export is written to; removed on drop unless
+/// published.
+struct Staging {
+    path: PathBuf,
+    published: bool,
+}
+
+impl Staging {
+    fn create(out: &Path) -> Result<Self, LifecycleError> {
+        let parent = match out.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let base = out
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "export".into());
+        let path = parent.join(format!(".{base}.tmp-{}", std::process::id()));
+        if path.exists() {
+            std::fs::remove_dir_all(&path).map_err(|source| LifecycleError::Io {
+                path: path.clone(),
+                source,
+            })?;
+        }
+        std::fs::create_dir_all(&path).map_err(|source| LifecycleError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        Ok(Self {
+            path,
+            published: false,
+        })
+    }
+
+    /// Renames the directory to `out` (replacing `out` when it is an empty directory).
+    fn publish(mut self, out: &Path) -> Result<(), LifecycleError> {
+        if non_empty_dir(out)? {
+            return Err(LifecycleError::OutputNotEmpty(out.to_path_buf()));
+        }
+        std::fs::rename(&self.path, out).map_err(|source| LifecycleError::Io {
+            path: out.to_path_buf(),
+            source,
+        })?;
+        self.published = true;
+        Ok(())
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        if !self.published {
+            // Best effort: the export failed and reports why; a leftover temporary
+            // directory is named after the export and removed by the next attempt.
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}

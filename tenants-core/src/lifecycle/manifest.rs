@@ -1,0 +1,237 @@
+//! `manifest.json`: what an export holds, and the checksum of each of its files.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::LifecycleError;
+use crate::policy::QualifiedName;
+
+/// The manifest's file name inside an export directory.
+pub const MANIFEST_FILE: &str = "manifest.json";
+/// [`Manifest::format`] of every export.
+pub const FORMAT: &str = "tenants-export";
+/// The version of the format this library writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// What an export holds; see the [module documentation](super) for the format.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Always [`FORMAT`].
+    pub format: String,
+    /// [`FORMAT_VERSION`] when written.
+    pub format_version: u32,
+    /// The library that wrote it, `tenants-core <version>`.
+    pub tool: String,
+    /// The tenant whose rows these are.
+    pub tenant: String,
+    /// The snapshot's time (`now()` of the export transaction), as PostgreSQL prints it.
+    pub snapshot_at: String,
+    /// The tables, parents before children.
+    pub tables: Vec<TableExport>,
+}
+
+/// One table of an export.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableExport {
+    /// The schema.
+    pub schema: String,
+    /// The table.
+    pub name: String,
+    /// The tenant column.
+    pub tenant_column: String,
+    /// The file holding its rows, relative to the export directory.
+    pub file: String,
+    /// How many rows (lines) the file holds.
+    pub rows: u64,
+    /// SHA-256 of the file, lower-case hex.
+    pub sha256: String,
+    /// The columns, in table order.
+    pub columns: Vec<ColumnExport>,
+    /// The primary key's columns, in key order; the rows are sorted by it.
+    pub primary_key: Vec<String>,
+}
+
+/// One column of an exported table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ColumnExport {
+    /// The column's name.
+    pub name: String,
+    /// Its type, as PostgreSQL's `format_type` prints it.
+    #[serde(rename = "type")]
+    pub type_name: String,
+    /// A generated column: exported, but computed again by the target on import.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub generated: bool,
+}
+
+impl TableExport {
+    /// The table's name.
+    pub fn table(&self) -> QualifiedName {
+        QualifiedName::new(&self.schema, &self.name)
+    }
+}
+
+impl Manifest {
+    /// Reads `dir/manifest.json`, refusing another format or a newer version.
+    pub fn read(dir: &Path) -> Result<Self, LifecycleError> {
+        let path = dir.join(MANIFEST_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|source| LifecycleError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let invalid = |message: String| LifecycleError::Manifest {
+            path: path.clone(),
+            message,
+        };
+        let manifest: Manifest = serde_json::from_str(&text).map_err(|e| invalid(e.to_string()))?;
+        if manifest.format != FORMAT {
+            return Err(invalid(format!(
+                "format is {:?}, expected {FORMAT:?}",
+                manifest.format
+            )));
+        }
+        if manifest.format_version != FORMAT_VERSION {
+            return Err(invalid(format!(
+                "format version {} is not {FORMAT_VERSION}, the one this version reads",
+                manifest.format_version
+            )));
+        }
+        for table in &manifest.tables {
+            // A file name is a plain name inside the directory: no path can escape it.
+            let plain = Path::new(&table.file).file_name() == Some(table.file.as_ref());
+            if !plain || table.file == MANIFEST_FILE {
+                return Err(invalid(format!(
+                    "file {:?} of {} is not a plain file name",
+                    table.file,
+                    table.table()
+                )));
+            }
+        }
+        Ok(manifest)
+    }
+
+    /// Writes `dir/manifest.json` (pretty-printed, newline-terminated).
+    pub fn write(&self, dir: &Path) -> Result<(), LifecycleError> {
+        let path = dir.join(MANIFEST_FILE);
+        let mut text =
+            serde_json::to_string_pretty(self).map_err(|e| LifecycleError::Manifest {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
+        text.push('\n');
+        std::fs::write(&path, text).map_err(|source| LifecycleError::Io { path, source })
+    }
+}
+
+/// The SHA-256 (lower-case hex) and the number of lines of the file at `path`.
+pub fn file_sha256(path: &Path) -> Result<(String, u64), LifecycleError> {
+    let io = |source| LifecycleError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut reader = BufReader::with_capacity(1 << 16, std::fs::File::open(path).map_err(io)?);
+    let mut hasher = Sha256::new();
+    let mut lines = 0u64;
+    loop {
+        let chunk = reader.fill_buf().map_err(io)?;
+        if chunk.is_empty() {
+            break;
+        }
+        hasher.update(chunk);
+        lines += chunk.iter().filter(|&&b| b == b'\n').count() as u64;
+        let n = chunk.len();
+        reader.consume(n);
+    }
+    Ok((hex(&hasher.finalize()), lines))
+}
+
+/// Lower-case hex of `bytes`.
+pub(super) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A writer that hashes and counts lines as it goes, so an export computes its checksum
+/// without reading the file again.
+pub(super) struct HashingWriter<W> {
+    inner: W,
+    hasher: Sha256,
+    /// Lines written so far.
+    pub lines: u64,
+    path: PathBuf,
+}
+
+impl<W: std::io::Write> HashingWriter<W> {
+    pub fn new(inner: W, path: PathBuf) -> Self {
+        Self {
+            inner,
+            hasher: Sha256::new(),
+            lines: 0,
+            path,
+        }
+    }
+
+    /// Writes `line` and a newline.
+    pub fn line(&mut self, line: &str) -> Result<(), LifecycleError> {
+        for part in [line.as_bytes(), b"\n"] {
+            self.hasher.update(part);
+            self.inner
+                .write_all(part)
+                .map_err(|source| LifecycleError::Io {
+                    path: self.path.clone(),
+                    source,
+                })?;
+        }
+        self.lines += 1;
+        Ok(())
+    }
+
+    /// Flushes and returns the inner writer and the hex SHA-256.
+    pub fn finish(mut self) -> Result<(W, String), LifecycleError> {
+        self.inner.flush().map_err(|source| LifecycleError::Io {
+            path: self.path.clone(),
+            source,
+        })?;
+        Ok((self.inner, hex(&self.hasher.finalize())))
+    }
+}
+
+/// Reads a table file line by line, for an import (after its checksum was verified).
+pub(super) fn lines(
+    path: &Path,
+) -> Result<impl Iterator<Item = std::io::Result<String>>, LifecycleError> {
+    let file = std::fs::File::open(path).map_err(|source| LifecycleError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(BufReader::with_capacity(1 << 16, file).lines())
+}
+
+/// Whether the directory at `path` holds anything (false when it does not exist).
+pub(super) fn non_empty_dir(path: &Path) -> Result<bool, LifecycleError> {
+    match std::fs::read_dir(path) {
+        Ok(mut entries) => Ok(entries.next().is_some()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(source) => Err(LifecycleError::Io {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_and_sha256_of_known_input() {
+        assert_eq!(hex(&[0x00, 0xab, 0x10]), "00ab10");
+        let digest = Sha256::digest(b"abc");
+        assert_eq!(
+            hex(&digest),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+}

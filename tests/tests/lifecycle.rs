@@ -1,0 +1,628 @@
+//! The tenant lifecycle on real databases: export, purge and import give back identical
+//! tables for every tenant type; another tenant's rows never change; a tampered export is
+//! refused with nothing written; a tenant moves to a second database.
+
+use std::path::{Path, PathBuf};
+
+use diesel::connection::SimpleConnection;
+use diesel_async::RunQueryDsl;
+use tenants_core::catalog::{MarkedTable, ProbeKey};
+use tenants_core::lifecycle::{
+    self, LifecycleError, Manifest, PurgeMode, TableRows, file_sha256, plain_name,
+};
+use tenants_core::policy::{self, Grantee, QualifiedName, TableSpec};
+use tenants_core::registry::TenantSqlType;
+use tenants_core::{Config, TenantPool};
+use tenants_tests::{TestDb, batch_locked, ensure_login_role, text};
+
+use crate::common::{OWNER, pool};
+
+/// A tenant column type and two tenants of it.
+#[derive(Clone, Copy)]
+struct Kind {
+    pg_type: &'static str,
+    sql_type: TenantSqlType,
+    a: &'static str,
+    b: &'static str,
+}
+
+const TEXT: Kind = Kind {
+    pg_type: "text",
+    sql_type: TenantSqlType::Text,
+    a: "acme",
+    b: "globex",
+};
+const INT8: Kind = Kind {
+    pg_type: "int8",
+    sql_type: TenantSqlType::Int8,
+    a: "42",
+    b: "7",
+};
+const UUID: Kind = Kind {
+    pg_type: "uuid",
+    sql_type: TenantSqlType::Uuid,
+    a: "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
+    b: "0b5c2e1d-7f3a-4c8e-9d6b-2a1f0e9c8b7a",
+};
+
+/// A three-level chain, named so that alphabetical order is the reverse of the foreign
+/// keys' order: parents-first and children-first must come from the catalog.
+const TABLES: [&str; 3] = ["t_org", "p_project", "a_task"];
+
+fn schema(kind: Kind) -> String {
+    let t = kind.pg_type;
+    format!(
+        "CREATE TABLE t_org (
+           id serial PRIMARY KEY,
+           tenant {t} NOT NULL,
+           name text NOT NULL
+         );
+         CREATE TABLE p_project (
+           id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+           tenant {t} NOT NULL,
+           org_id int NOT NULL REFERENCES t_org (id),
+           title text,
+           meta jsonb,
+           amount numeric(10, 2),
+           tags text[],
+           blob bytea,
+           due timestamptz,
+           span interval,
+           score float8,
+           title_len int GENERATED ALWAYS AS (length(title)) STORED
+         );
+         CREATE TABLE a_task (
+           id serial PRIMARY KEY,
+           tenant {t} NOT NULL,
+           project_id bigint NOT NULL REFERENCES p_project (id),
+           done bool NOT NULL DEFAULT false
+         );
+         CREATE INDEX ON t_org (tenant, id);
+         CREATE INDEX ON p_project (tenant, id);
+         CREATE INDEX ON a_task (tenant, id);
+         ALTER TABLE t_org OWNER TO {OWNER};
+         ALTER TABLE p_project OWNER TO {OWNER};
+         ALTER TABLE a_task OWNER TO {OWNER};"
+    )
+}
+
+/// Values chosen to break a lossy format: quotes, backslashes, newlines, non-ASCII, a
+/// JSON `null` beside a SQL `NULL`, arrays with NULL and commas, bytes, time zones,
+/// intervals, floats.
+fn seed(kind: Kind, tenant: &str) -> String {
+    let t = format!("'{tenant}'::{}", kind.pg_type);
+    format!(
+        "INSERT INTO t_org (tenant, name) SELECT {t}, 'org ' || g FROM generate_series(1, 3) g;
+         INSERT INTO p_project (tenant, org_id, title, meta, amount, tags, blob, due, span, score)
+           SELECT {t}, o.id, E'it''s \"quoted\"\\n\\\\ ünï ' || g,
+                  CASE g WHEN 1 THEN 'null'::jsonb WHEN 2 THEN NULL ELSE '{{\"k\": [1, \"x\"]}}' END,
+                  12.5 * g, ARRAY['a', NULL, 'c,d'], '\\x00ff'::bytea,
+                  '2024-02-29 12:00+05'::timestamptz + g * interval '1 hour',
+                  '1 day 3 hours', 0.1 * g
+           FROM t_org o, generate_series(1, 4) g WHERE o.tenant = {t};
+         INSERT INTO a_task (tenant, project_id, done)
+           SELECT {t}, p.id, p.id % 2 = 0 FROM p_project p, generate_series(1, 2) WHERE p.tenant = {t};"
+    )
+}
+
+/// The tables as the registry and the CLI give them: sorted by name, so here children
+/// first.
+fn marked(kind: Kind, names: &[&str]) -> Vec<MarkedTable> {
+    let mut names = names.to_vec();
+    names.sort();
+    names
+        .iter()
+        .map(|name| MarkedTable {
+            table: QualifiedName::new("public", *name),
+            key: ProbeKey {
+                column: "tenant".into(),
+                sql_type: kind.sql_type,
+            },
+        })
+        .collect()
+}
+
+/// A database with the chain under the contract, owned by [`OWNER`], who runs the
+/// lifecycle (as a real deployment's migration role would).
+struct Fixture {
+    kind: Kind,
+    db: TestDb,
+    pool: TenantPool,
+    tables: Vec<MarkedTable>,
+}
+
+impl Fixture {
+    /// The schema, with both tenants' rows when `seeded`.
+    async fn new(kind: Kind, db: TestDb, seeded: bool) -> Self {
+        let mut conn = db.connect();
+        ensure_login_role(&mut conn, OWNER);
+        conn.batch_execute(&schema(kind)).expect("schema");
+        let specs: Vec<TableSpec> = TABLES
+            .iter()
+            .map(|name| TableSpec {
+                table: QualifiedName::new("public", *name),
+                tenant_column: "tenant".into(),
+                sql_type: kind.sql_type,
+                sequences: vec![QualifiedName::new("public", format!("{name}_id_seq"))],
+            })
+            .collect();
+        let config = Config::default();
+        let up = policy::render_up(
+            &config,
+            &policy::setup(&config, &specs, &[Grantee::Role(OWNER.into())]),
+        );
+        batch_locked(&mut conn, &up);
+        if seeded {
+            conn.batch_execute(&seed(kind, kind.a)).expect("seed a");
+            conn.batch_execute(&seed(kind, kind.b)).expect("seed b");
+        }
+        let pool = pool(&db.url_as(OWNER), 2).await;
+        let exports = Path::new(env!("CARGO_TARGET_TMPDIR")).join(db.name());
+        if exports.exists() {
+            std::fs::remove_dir_all(&exports).expect("clean the exports of an earlier run");
+        }
+        Self {
+            kind,
+            db,
+            pool,
+            tables: marked(kind, &TABLES),
+        }
+    }
+
+    /// One fingerprint per table of `tenant`'s rows, read by the superuser (no RLS).
+    fn fingerprints(&self, tenant: &str) -> Vec<String> {
+        let mut conn = self.db.connect();
+        TABLES
+            .iter()
+            .map(|table| {
+                text(
+                    &mut conn,
+                    &format!(
+                        "SELECT coalesce(md5(string_agg(t::text, E'\\n' ORDER BY t::text)), 'none') AS value
+                         FROM {table} t WHERE tenant = '{tenant}'::{}",
+                        self.kind.pg_type
+                    ),
+                )
+            })
+            .collect()
+    }
+
+    /// A directory for this test's exports (empty, its parent created).
+    fn out(&self, name: &str) -> PathBuf {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(self.db.name())
+            .join(name);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).expect("clean export dir");
+        }
+        std::fs::create_dir_all(dir.parent().expect("parent")).expect("export parent");
+        dir
+    }
+
+    /// Inserts one row per table as `tenant` with every id drawn from its sequence.
+    async fn insert_fresh_rows(&self, tenant: &str) -> Result<(), diesel::result::Error> {
+        let t = format!("'{tenant}'::{}", self.kind.pg_type);
+        let mut conn = self.pool.tenant(tenant).await.expect("tenant transaction");
+        diesel::sql_query(format!(
+            "WITH o AS (INSERT INTO t_org (tenant, name) VALUES ({t}, 'fresh') RETURNING id),
+                  p AS (INSERT INTO p_project (tenant, org_id, title) SELECT {t}, id, 'fresh' FROM o RETURNING id)
+             INSERT INTO a_task (tenant, project_id) SELECT {t}, id FROM p"
+        ))
+        .execute(&mut conn)
+        .await?;
+        conn.commit().await.expect("commit");
+        Ok(())
+    }
+}
+
+fn counts(rows: &[TableRows]) -> Vec<(String, u64)> {
+    rows.iter()
+        .map(|t| (plain_name(&t.table), t.rows))
+        .collect()
+}
+
+fn chain(order: [&str; 3], rows: [u64; 3]) -> Vec<(String, u64)> {
+    order
+        .iter()
+        .zip(rows)
+        .map(|(name, n)| (format!("public.{name}"), n))
+        .collect()
+}
+
+const NONE: [&str; 3] = ["none", "none", "none"];
+
+async fn round_trip(kind: Kind) {
+    let fx = Fixture::new(kind, TestDb::new(), true).await;
+    let (a_before, b_before) = (fx.fingerprints(kind.a), fx.fingerprints(kind.b));
+    assert_ne!(a_before, NONE);
+
+    let first = fx.out("first");
+    let manifest = lifecycle::export_tenant(&fx.pool, &fx.tables, kind.a, &first)
+        .await
+        .expect("export");
+    let exported: Vec<(String, u64)> = manifest
+        .tables
+        .iter()
+        .map(|t| (format!("{}.{}", t.schema, t.name), t.rows))
+        .collect();
+    assert_eq!(
+        exported,
+        chain(["t_org", "p_project", "a_task"], [3, 12, 24])
+    );
+    assert_eq!(manifest.tenant, kind.a);
+    assert_eq!(fx.fingerprints(kind.b), b_before, "export changed b");
+
+    let dry = lifecycle::purge_tenant(&fx.pool, &fx.tables, kind.a, PurgeMode::DryRun)
+        .await
+        .expect("dry run");
+    assert!(!dry.deleted);
+    assert_eq!(
+        counts(&dry.tables),
+        chain(["a_task", "p_project", "t_org"], [24, 12, 3])
+    );
+    assert_eq!(fx.fingerprints(kind.a), a_before, "a dry run deleted rows");
+
+    let purged = lifecycle::purge_tenant(&fx.pool, &fx.tables, kind.a, PurgeMode::Delete)
+        .await
+        .expect("purge");
+    assert_eq!(counts(&purged.tables), counts(&dry.tables));
+    assert_eq!(fx.fingerprints(kind.a), NONE, "purge left rows of a");
+    assert_eq!(fx.fingerprints(kind.b), b_before, "purge changed b");
+
+    let imported = lifecycle::import_tenant(&fx.pool, &fx.tables, kind.a, &first)
+        .await
+        .expect("import");
+    assert_eq!(
+        counts(&imported.tables),
+        chain(["t_org", "p_project", "a_task"], [3, 12, 24])
+    );
+    assert_eq!(fx.fingerprints(kind.a), a_before, "import changed a's rows");
+    assert_eq!(fx.fingerprints(kind.b), b_before, "import changed b");
+
+    // Exported again, the files are byte for byte the same.
+    let second = lifecycle::export_tenant(&fx.pool, &fx.tables, kind.a, &fx.out("second"))
+        .await
+        .expect("second export");
+    let sums = |m: &Manifest| {
+        m.tables
+            .iter()
+            .map(|t| t.sha256.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(sums(&second), sums(&manifest));
+
+    fx.insert_fresh_rows(kind.a)
+        .await
+        .expect("new rows after the round trip");
+}
+
+#[tokio::test]
+async fn round_trip_with_text_tenants() {
+    round_trip(TEXT).await;
+}
+
+#[tokio::test]
+async fn round_trip_with_int8_tenants() {
+    round_trip(INT8).await;
+}
+
+#[tokio::test]
+async fn round_trip_with_uuid_tenants() {
+    round_trip(UUID).await;
+}
+
+/// A seeded database and an empty one with the same schema.
+async fn source_and_target(kind: Kind) -> (Fixture, Fixture) {
+    let source = Fixture::new(kind, TestDb::new(), true).await;
+    let thread = std::thread::current();
+    let name = format!("{}_target", thread.name().unwrap_or("lifecycle"));
+    let target = Fixture::new(kind, TestDb::named(&name), false).await;
+    (source, target)
+}
+
+#[tokio::test]
+async fn a_tenant_moves_to_a_second_database() {
+    let kind = UUID;
+    let (source, target) = source_and_target(kind).await;
+    let a_before = source.fingerprints(kind.a);
+
+    let out = source.out("move");
+    lifecycle::export_tenant(&source.pool, &source.tables, kind.a, &out)
+        .await
+        .expect("export");
+    let report = lifecycle::import_tenant(&target.pool, &target.tables, kind.a, &out)
+        .await
+        .expect("import");
+    assert_eq!(target.fingerprints(kind.a), a_before);
+    assert_eq!(target.fingerprints(kind.b), NONE);
+    // The target's sequences never handed out these ids: each is moved past them, and
+    // new rows get fresh ids instead of colliding.
+    let mut advanced = report.sequences_advanced.clone();
+    advanced.sort();
+    assert_eq!(
+        advanced,
+        [
+            "public.a_task_id_seq",
+            "public.p_project_id_seq",
+            "public.t_org_id_seq"
+        ]
+    );
+    target
+        .insert_fresh_rows(kind.a)
+        .await
+        .expect("new rows in the target");
+
+    let b_before = source.fingerprints(kind.b);
+    lifecycle::purge_tenant(&source.pool, &source.tables, kind.a, PurgeMode::Delete)
+        .await
+        .expect("purge the source");
+    assert_eq!(source.fingerprints(kind.a), NONE);
+    assert_eq!(source.fingerprints(kind.b), b_before);
+}
+
+/// Copies the export in `from` to `to` and applies `edit` to the copy.
+fn tampered(from: &Path, to: &Path, edit: impl FnOnce(&Path, &mut Manifest)) {
+    if to.exists() {
+        std::fs::remove_dir_all(to).expect("clean");
+    }
+    std::fs::create_dir_all(to).expect("copy dir");
+    for entry in std::fs::read_dir(from).expect("export") {
+        let entry = entry.expect("entry");
+        std::fs::copy(entry.path(), to.join(entry.file_name())).expect("copy");
+    }
+    let mut manifest = Manifest::read(to).expect("manifest");
+    edit(to, &mut manifest);
+    manifest.write(to).expect("write manifest");
+}
+
+/// Replaces the first occurrence of `from` on line `line` (1-based) of `path`.
+fn edit_line(path: &Path, line: usize, from: &str, to: &str) {
+    let text = std::fs::read_to_string(path).expect("read");
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    let target = &mut lines[line - 1];
+    assert!(target.contains(from), "{from} not in {target}");
+    *target = target.replacen(from, to, 1);
+    std::fs::write(path, lines.join("\n") + "\n").expect("write");
+}
+
+fn file_of(dir: &Path, manifest: &Manifest, table: &str) -> PathBuf {
+    let entry = manifest
+        .tables
+        .iter()
+        .find(|t| t.name == table)
+        .expect("table in manifest");
+    dir.join(&entry.file)
+}
+
+#[tokio::test]
+async fn tampered_exports_are_refused_and_nothing_is_written() {
+    let kind = TEXT;
+    let (source, target) = source_and_target(kind).await;
+    let out = source.out("export");
+    lifecycle::export_tenant(&source.pool, &source.tables, kind.a, &out)
+        .await
+        .expect("export");
+    let nothing_in_target = || {
+        assert_eq!(target.fingerprints(kind.a), NONE, "rows of a were written");
+        assert_eq!(target.fingerprints(kind.b), NONE, "rows of b were written");
+    };
+
+    // A row of another tenant, with the checksum made to match: the parent table loads
+    // first, then the policy refuses the row, and everything is rolled back.
+    let other_tenant = source.out("other_tenant");
+    tampered(&out, &other_tenant, |dir, manifest| {
+        let file = file_of(dir, manifest, "p_project");
+        edit_line(&file, 2, "\"tenant\":\"acme\"", "\"tenant\":\"globex\"");
+        let (sha256, _) = file_sha256(&file).expect("checksum");
+        if let Some(t) = manifest.tables.iter_mut().find(|t| t.name == "p_project") {
+            t.sha256 = sha256;
+        }
+    });
+    match lifecycle::import_tenant(&target.pool, &target.tables, kind.a, &other_tenant).await {
+        Err(LifecycleError::RowRefused {
+            table, row, reason, ..
+        }) => {
+            assert_eq!(table.name, "p_project");
+            assert_eq!(row, 2);
+            assert!(reason.contains("globex"), "{reason}");
+            assert!(reason.contains("row-level security"), "{reason}");
+        }
+        other => panic!("expected the row to be refused, got {other:?}"),
+    }
+    nothing_in_target();
+
+    // A changed row without a matching checksum.
+    let changed = source.out("changed");
+    tampered(&out, &changed, |dir, manifest| {
+        let file = file_of(dir, manifest, "a_task");
+        edit_line(&file, 1, "\"done\":\"", "\"done\":\"t");
+    });
+    match lifecycle::import_tenant(&target.pool, &target.tables, kind.a, &changed).await {
+        Err(LifecycleError::Checksum { table, .. }) => assert_eq!(table.name, "a_task"),
+        other => panic!("expected a checksum error, got {other:?}"),
+    }
+    nothing_in_target();
+
+    // A column missing from the export.
+    let missing = source.out("missing_column");
+    tampered(&out, &missing, |_, manifest| {
+        if let Some(t) = manifest.tables.iter_mut().find(|t| t.name == "p_project") {
+            t.columns.retain(|c| c.name != "score");
+        }
+    });
+    match lifecycle::import_tenant(&target.pool, &target.tables, kind.a, &missing).await {
+        Err(LifecycleError::ColumnMismatch { table, differences }) => {
+            assert_eq!(table.name, "p_project");
+            assert!(differences.contains("\"score\""), "{differences}");
+        }
+        other => panic!("expected a column mismatch, got {other:?}"),
+    }
+    nothing_in_target();
+
+    // Another tenant's export.
+    match lifecycle::import_tenant(&target.pool, &target.tables, kind.b, &out).await {
+        Err(LifecycleError::TenantMismatch {
+            exported,
+            requested,
+        }) => {
+            assert_eq!((exported.as_str(), requested.as_str()), (kind.a, kind.b));
+        }
+        other => panic!("expected a tenant mismatch, got {other:?}"),
+    }
+    nothing_in_target();
+
+    // Ids that already exist: a conflict, never an overwrite.
+    let a_before = source.fingerprints(kind.a);
+    match lifecycle::import_tenant(&source.pool, &source.tables, kind.a, &out).await {
+        Err(LifecycleError::RowRefused {
+            table, row, reason, ..
+        }) => {
+            assert_eq!((table.name.as_str(), row), ("t_org", 1));
+            // Under RLS the server leaves out the key's value; the row number names it.
+            assert!(
+                reason.contains("unique constraint \"t_org_pkey\""),
+                "{reason}"
+            );
+        }
+        other => panic!("expected a key conflict, got {other:?}"),
+    }
+    assert_eq!(source.fingerprints(kind.a), a_before);
+
+    // The untampered export loads.
+    lifecycle::import_tenant(&target.pool, &target.tables, kind.a, &out)
+        .await
+        .expect("the original export imports");
+    assert_eq!(target.fingerprints(kind.a), a_before);
+}
+
+#[tokio::test]
+async fn list_counts_every_tenant_sorted() {
+    let kind = INT8;
+    let fx = Fixture::new(kind, TestDb::new(), true).await;
+    fx.db
+        .connect()
+        .batch_execute("INSERT INTO t_org (tenant, name) VALUES (10, 'only an org')")
+        .expect("third tenant");
+    let list = lifecycle::list_tenants(&fx.pool, &fx.tables)
+        .await
+        .expect("list");
+    type Seen = (String, u64, Vec<(String, u64)>);
+    let seen: Vec<Seen> = list
+        .tenants
+        .iter()
+        .map(|t| (t.tenant.clone(), t.total, counts(&t.tables)))
+        .collect();
+    let full = chain(["a_task", "p_project", "t_org"], [24, 12, 3]);
+    assert_eq!(
+        seen,
+        vec![
+            ("7".to_string(), 39, full.clone()),
+            ("10".to_string(), 1, vec![("public.t_org".to_string(), 1)]),
+            ("42".to_string(), 39, full),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn export_refuses_a_non_empty_directory_and_leaves_nothing_on_failure() {
+    let kind = TEXT;
+    let fx = Fixture::new(kind, TestDb::new(), true).await;
+    let out = fx.out("occupied");
+    std::fs::create_dir_all(&out).expect("dir");
+    std::fs::write(out.join("keep.txt"), "mine").expect("file");
+    match lifecycle::export_tenant(&fx.pool, &fx.tables, kind.a, &out).await {
+        Err(LifecycleError::OutputNotEmpty(dir)) => assert_eq!(dir, out),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    let names: Vec<_> = std::fs::read_dir(&out)
+        .expect("dir")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert_eq!(names, vec!["keep.txt"]);
+
+    // A table the database lacks, found before anything is written; then a table the
+    // tenant role may not read, failing after the files of its parents were written.
+    // Either way: no directory, no temporary sibling.
+    let failing = fx.out("failing");
+    let mut tables = fx.tables.clone();
+    tables.extend(marked(kind, &["z_missing"]));
+    match lifecycle::export_tenant(&fx.pool, &tables, kind.a, &failing).await {
+        Err(LifecycleError::TableMissing { table }) => assert_eq!(table.name, "z_missing"),
+        other => panic!("expected a missing table, got {other:?}"),
+    }
+    fx.db
+        .connect()
+        .batch_execute("REVOKE SELECT ON a_task FROM tenants_user")
+        .expect("revoke");
+    match lifecycle::export_tenant(&fx.pool, &fx.tables, kind.a, &failing).await {
+        Err(LifecycleError::Database { context, source }) => {
+            assert!(context.contains("a_task"), "{context}");
+            assert!(source.to_string().contains("permission denied"), "{source}");
+        }
+        other => panic!("expected a database error, got {other:?}"),
+    }
+    let parent = failing.parent().expect("parent");
+    let left: Vec<_> = std::fs::read_dir(parent)
+        .expect("parent")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, vec!["occupied"], "a failed export left files behind");
+    fx.db
+        .connect()
+        .batch_execute("GRANT SELECT ON a_task TO tenants_user")
+        .expect("grant");
+
+    // An empty directory is fine.
+    let empty = fx.out("empty");
+    std::fs::create_dir_all(&empty).expect("dir");
+    lifecycle::export_tenant(&fx.pool, &fx.tables, kind.a, &empty)
+        .await
+        .expect("export into an empty directory");
+    assert!(empty.join("manifest.json").is_file());
+}
+
+#[tokio::test]
+async fn purge_refuses_a_cycle_of_foreign_keys_unless_deferrable() {
+    let kind = TEXT;
+    let fx = Fixture::new(kind, TestDb::new(), true).await;
+    let mut conn = fx.db.connect();
+    conn.batch_execute(&format!(
+        "ALTER TABLE t_org ADD COLUMN lead_task int REFERENCES a_task (id);
+         UPDATE t_org o SET lead_task = (SELECT min(id) FROM a_task t WHERE t.tenant = o.tenant);
+         ALTER TABLE t_org OWNER TO {OWNER};"
+    ))
+    .expect("close the cycle");
+    let a_before = fx.fingerprints(kind.a);
+    match lifecycle::purge_tenant(&fx.pool, &fx.tables, kind.a, PurgeMode::Delete).await {
+        Err(LifecycleError::ForeignKeyCycle { cycle }) => {
+            let names: Vec<&str> = cycle.iter().map(|t| t.name.as_str()).collect();
+            assert_eq!(names[0], names[names.len() - 1]);
+            for table in TABLES {
+                assert!(names.contains(&table), "{names:?}");
+            }
+        }
+        other => panic!("expected a cycle error, got {other:?}"),
+    }
+    assert_eq!(fx.fingerprints(kind.a), a_before);
+
+    conn.batch_execute(
+        "ALTER TABLE t_org ALTER CONSTRAINT t_org_lead_task_fkey DEFERRABLE INITIALLY IMMEDIATE",
+    )
+    .expect("deferrable");
+    let b_before = fx.fingerprints(kind.b);
+    let report = lifecycle::purge_tenant(&fx.pool, &fx.tables, kind.a, PurgeMode::Delete)
+        .await
+        .expect("purge with the cycle deferred");
+    assert_eq!(report.total(), 39);
+    assert_eq!(fx.fingerprints(kind.a), NONE);
+    assert_eq!(fx.fingerprints(kind.b), b_before);
+}
+
+#[tokio::test]
+async fn an_id_of_the_wrong_type_is_refused_before_any_io() {
+    let fx = Fixture::new(UUID, TestDb::new(), false).await;
+    match lifecycle::purge_tenant(&fx.pool, &fx.tables, "acme", PurgeMode::Delete).await {
+        Err(LifecycleError::TenantType { table, .. }) => assert_eq!(table.name, "a_task"),
+        other => panic!("expected a typed error, got {other:?}"),
+    }
+}
