@@ -115,7 +115,9 @@ impl Session {
             "tenants: {} #[with_rls] table(s) and {} #[shared] table(s) in {}",
             marks.tables.len(),
             marks.shared.len(),
-            options.crate_dir.join("src").display()
+            crate::settings::crate_root(&options.crate_dir)
+                .join("src")
+                .display()
         );
         Ok(Self {
             runtime,

@@ -46,16 +46,17 @@ impl Settings {
     /// `--migration-dir`, else `diesel.toml`'s `[migrations_directory] dir`, else
     /// `migrations`, relative to the crate directory.
     pub fn resolve(options: &Options) -> Result<Self, SettingsError> {
+        let crate_dir = crate_root(&options.crate_dir);
         let database_url = match &options.database_url {
             Some(url) => url.clone(),
             None => match std::env::var("DATABASE_URL") {
                 Ok(url) => url,
-                Err(_) => dotenv_url(&options.crate_dir).ok_or(SettingsError::NoDatabaseUrl)?,
+                Err(_) => dotenv_url(&crate_dir).ok_or(SettingsError::NoDatabaseUrl)?,
             },
         };
         let migration_dir = match &options.migration_dir {
-            Some(dir) => options.crate_dir.join(dir),
-            None => options.crate_dir.join(diesel_toml_dir(&options.crate_dir)?),
+            Some(dir) => crate_dir.join(dir),
+            None => crate_dir.join(diesel_toml_dir(&crate_dir)?),
         };
         Ok(Self {
             database_url,
@@ -64,8 +65,28 @@ impl Settings {
     }
 }
 
+/// The crate `dir` belongs to: `dir` itself when it holds a `Cargo.toml` or a `src/`,
+/// else its nearest ancestor holding a `Cargo.toml` (so `tenants` works from `src/` or
+/// deeper, as diesel does); `dir` when there is none.
+pub fn crate_root(dir: &Path) -> PathBuf {
+    if dir.join("Cargo.toml").is_file() || dir.join("src").is_dir() {
+        return dir.to_path_buf();
+    }
+    let absolute = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+    absolute
+        .ancestors()
+        .find(|d| d.join("Cargo.toml").is_file())
+        .map_or_else(|| dir.to_path_buf(), Path::to_path_buf)
+}
+
+/// `DATABASE_URL` from the nearest `.env` in `crate_dir` or a parent directory, as diesel's
+/// dotenv lookup finds it.
 fn dotenv_url(crate_dir: &Path) -> Option<String> {
-    dotenvy::from_path_iter(crate_dir.join(".env"))
+    let env_file = crate_dir
+        .ancestors()
+        .map(|d| d.join(".env"))
+        .find(|f| f.is_file())?;
+    dotenvy::from_path_iter(env_file)
         .ok()?
         .filter_map(Result::ok)
         .find(|(key, _)| key == "DATABASE_URL")

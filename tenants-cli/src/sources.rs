@@ -72,9 +72,10 @@ pub struct Marks {
 /// Every table marked in `crate_dir/src`, once each, sorted; tables without a schema of
 /// their own (`public`) are placed in `default_schema`.
 pub fn marks(crate_dir: &Path, default_schema: &str) -> Result<Marks, SourceError> {
+    let crate_dir = crate::settings::crate_root(crate_dir);
     let src = crate_dir.join("src");
     if !src.is_dir() {
-        return Err(SourceError::NoSources(crate_dir.to_path_buf()));
+        return Err(SourceError::NoSources(crate_dir));
     }
     let mut files = Vec::new();
     collect_rs_files(&src, &mut files)?;

@@ -129,6 +129,29 @@ fn migration_dir_and_url_come_from_diesel_toml_and_dotenv() {
         "{}",
         run.stdout
     );
+    // From `src/`, with the `.env` one directory up, as diesel finds them.
+    std::fs::write(fx.dir.join("Cargo.toml"), "[package]\nname = \"fixture\"\n").expect("Cargo.toml");
+    let from_src: crate::fixture::Run = std::process::Command::new(env!("CARGO_BIN_EXE_tenants"))
+        .arg("check")
+        .current_dir(fx.dir.join("src"))
+        .env_remove("DATABASE_URL")
+        .output()
+        .expect("run")
+        .into();
+    // It found the database (the migration above is not applied yet) and the sources.
+    assert_eq!(from_src.code, 1, "{}{}", from_src.stdout, from_src.stderr);
+    assert!(
+        from_src
+            .stdout
+            .contains(r#""public"."todo_item": row level security is not enabled"#),
+        "{}",
+        from_src.stdout
+    );
+    assert!(
+        from_src.stderr.contains("tenants: 1 #[with_rls] table(s)"),
+        "{}",
+        from_src.stderr
+    );
     let bad = std::fs::write(fx.dir.join("diesel.toml"), "[migrations_directory\n");
     bad.expect("write");
     let run = fx.tenants(&["generate"]);
