@@ -259,7 +259,7 @@ impl State {
 /// Fills in the tenant column type of tables marked only through a struct from the live
 /// column (one query for all of them). A missing column keeps a placeholder type: the
 /// comparison then reports the column as missing.
-async fn resolve_types(
+pub(crate) async fn resolve_types(
     conn: &mut AsyncPgConnection,
     marked: Vec<sources::Marked>,
 ) -> Result<Vec<MarkedTable>, DatabaseError> {

@@ -8,6 +8,7 @@
 
 mod audit;
 mod catalog;
+mod lifecycle;
 mod migration;
 mod settings;
 mod sources;
@@ -56,6 +57,9 @@ pub enum Command {
     /// TRUNCATE or REFERENCES granted to our roles, a login role that is superuser,
     /// BYPASSRLS or owner of marked tables). Exit 0 when none, 1 listing them, 2 on error.
     Audit(Options),
+    /// The tenant lifecycle: list, export, import, purge.
+    #[command(flatten)]
+    Lifecycle(lifecycle::Command),
 }
 
 /// Options shared by every subcommand.
@@ -142,6 +146,7 @@ pub fn main_with(cli: Cli) -> ExitCode {
 /// Runs `cli`; `Ok` carries the exit code of a command that ran to its end.
 pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
     match cli.command {
+        Command::Lifecycle(command) => Ok(lifecycle::run(command)),
         Command::Diff(options) => {
             let (config, changes) = changes(&options)?;
             if changes.is_empty() {

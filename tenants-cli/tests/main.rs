@@ -7,5 +7,6 @@ mod errors;
 mod example;
 mod fixture;
 mod invariant;
+mod lifecycle;
 mod portable;
 mod scale;
