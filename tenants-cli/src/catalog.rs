@@ -130,8 +130,10 @@ impl Session {
     }
 }
 
-/// Every weakness `tenants audit` looks for.
-pub fn audit(options: &Options) -> Result<Vec<crate::audit::Weakness>, CliError> {
+/// Every weakness `tenants audit` looks for, and the `#[shared]` tables it lists.
+pub fn audit(
+    options: &Options,
+) -> Result<(Vec<crate::audit::Weakness>, Vec<QualifiedName>), CliError> {
     let mut session = Session::open(options)?;
     let weaknesses = session
         .runtime
@@ -141,7 +143,7 @@ pub fn audit(options: &Options) -> Result<Vec<crate::audit::Weakness>, CliError>
             &session.tables,
         ))
         .map_err(|e| DatabaseError::Query(one_line(e)))?;
-    Ok(weaknesses)
+    Ok((weaknesses, session.shared))
 }
 
 impl State {

@@ -17,9 +17,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+use tenants_core::Config;
 use tenants_core::plan::PlanError;
 use tenants_core::policy::{self, Change};
-use tenants_core::Config;
 
 pub use settings::Settings;
 
@@ -214,7 +214,11 @@ fn check(options: &Options) -> Result<ExitCode, CliError> {
 }
 
 fn audit_command(options: &Options) -> Result<ExitCode, CliError> {
-    let weaknesses = catalog::audit(options)?;
+    let (weaknesses, shared) = catalog::audit(options)?;
+    // Listed, not counted: a shared table is readable by every tenant on purpose.
+    for table in &shared {
+        println!("shared: {table} is readable by every tenant (#[shared], not under RLS)");
+    }
     if weaknesses.is_empty() {
         println!("nothing weakens isolation");
         return Ok(ExitCode::SUCCESS);

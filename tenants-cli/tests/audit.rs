@@ -107,3 +107,64 @@ fn a_login_role_owning_a_marked_table_is_named() {
         )
     );
 }
+
+#[test]
+fn shared_tables_are_listed_granted_and_readable_by_tenants() {
+    use diesel::prelude::*;
+    use tenants_core::TenantTransactionExt;
+
+    let fx = Fixture::new();
+    fx.migration(
+        "2026-01-01-000000_tables",
+        "CREATE TABLE todo_item (id serial PRIMARY KEY, tenant text NOT NULL);
+         CREATE TABLE countries (code text PRIMARY KEY);
+         INSERT INTO countries VALUES ('ch'), ('fr');",
+        "DROP TABLE todo_item, countries;",
+    );
+    fx.migrate();
+    let marked = "#[tenants_core::with_rls]\ndiesel::table! { todo_item (id) { id -> Int4, tenant -> Text } }\n";
+    fx.source(marked);
+    assert_eq!(fx.tenants(&["generate"]).code, 0);
+    fx.migrate();
+    let count = |conn: &mut PgConnection| {
+        conn.tenant_transaction("acme", |c| {
+            Ok::<_, tenants_core::Error>(
+                diesel::select(diesel::dsl::sql::<diesel::sql_types::BigInt>(
+                    "(SELECT count(*) FROM countries)",
+                ))
+                .get_result::<i64>(c)?,
+            )
+        })
+    };
+    let unshared = count(&mut fx.db.connect()).expect_err("not shared yet");
+    assert!(
+        unshared
+            .to_string()
+            .contains("permission denied for table countries")
+            && unshared.to_string().contains("#[tenants_core::shared]"),
+        "{unshared}"
+    );
+
+    fx.source(&format!(
+        "{marked}#[tenants_core::shared]\ndiesel::table! {{ countries (code) {{ code -> Text }} }}\n"
+    ));
+    let check = fx.tenants(&["check"]);
+    assert_eq!(check.code, 1, "{}", check.stdout);
+    assert!(
+        check
+            .stdout
+            .contains(r#""public"."countries": shared table is not readable by "tenants_user""#),
+        "{}",
+        check.stdout
+    );
+    assert_eq!(fx.tenants(&["generate"]).code, 0);
+    fx.migrate();
+    assert_eq!(count(&mut fx.db.connect()).expect("shared now"), 2);
+    let audit = fx.tenants(&["audit"]);
+    assert!(
+        audit.stdout.lines().next().is_some_and(|l| l
+            == r#"shared: "public"."countries" is readable by every tenant (#[shared], not under RLS)"#),
+        "{}",
+        audit.stdout
+    );
+}

@@ -130,7 +130,8 @@ fn migration_dir_and_url_come_from_diesel_toml_and_dotenv() {
         run.stdout
     );
     // From `src/`, with the `.env` one directory up, as diesel finds them.
-    std::fs::write(fx.dir.join("Cargo.toml"), "[package]\nname = \"fixture\"\n").expect("Cargo.toml");
+    std::fs::write(fx.dir.join("Cargo.toml"), "[package]\nname = \"fixture\"\n")
+        .expect("Cargo.toml");
     let from_src: crate::fixture::Run = std::process::Command::new(env!("CARGO_BIN_EXE_tenants"))
         .arg("check")
         .current_dir(fx.dir.join("src"))

@@ -23,9 +23,21 @@ diesel::table! { countries (code) { code -> Text } }
 
 fn marked() -> String {
     PRINTED
-        .replacen("diesel::table! { todo_item", "#[tenants_core::with_rls]\ndiesel::table! { todo_item", 1)
-        .replacen("diesel::table! { project", "#[tenants_core::with_rls]\ndiesel::table! { project", 1)
-        .replacen("diesel::table! { countries", "#[tenants_core::shared]\ndiesel::table! { countries", 1)
+        .replacen(
+            "diesel::table! { todo_item",
+            "#[tenants_core::with_rls]\ndiesel::table! { todo_item",
+            1,
+        )
+        .replacen(
+            "diesel::table! { project",
+            "#[tenants_core::with_rls]\ndiesel::table! { project",
+            1,
+        )
+        .replacen(
+            "diesel::table! { countries",
+            "#[tenants_core::shared]\ndiesel::table! { countries",
+            1,
+        )
 }
 
 /// What `generate` does with a fixture.
@@ -60,7 +72,11 @@ fn drifts() -> Vec<Drift> {
         drift("in_sync", &marked, "", Outcome::Nothing),
         drift(
             "unmark_one",
-            &marked.replacen("#[tenants_core::with_rls]\ndiesel::table! { project", "diesel::table! { project", 1),
+            &marked.replacen(
+                "#[tenants_core::with_rls]\ndiesel::table! { project",
+                "diesel::table! { project",
+                1,
+            ),
             "",
             Outcome::Refuses,
         ),
@@ -68,7 +84,11 @@ fn drifts() -> Vec<Drift> {
             extra_args: &["--allow-unmark"],
             ..drift(
                 "unmark_one_allowed",
-                &marked.replacen("#[tenants_core::with_rls]\ndiesel::table! { project", "diesel::table! { project", 1),
+                &marked.replacen(
+                    "#[tenants_core::with_rls]\ndiesel::table! { project",
+                    "diesel::table! { project",
+                    1,
+                ),
                 "",
                 Outcome::Writes,
             )
@@ -76,20 +96,48 @@ fn drifts() -> Vec<Drift> {
         drift("lose_all_marks", PRINTED, "", Outcome::Refuses),
         drift(
             "change_tenant_column",
-            &marked.replacen("#[tenants_core::with_rls]\ndiesel::table! { todo_item", "#[tenants_core::with_rls(column = org_id)]\ndiesel::table! { todo_item", 1),
+            &marked.replacen(
+                "#[tenants_core::with_rls]\ndiesel::table! { todo_item",
+                "#[tenants_core::with_rls(column = org_id)]\ndiesel::table! { todo_item",
+                1,
+            ),
             "",
             Outcome::Writes,
         ),
         drift(
             "change_tenant_type",
-            &marked.replacen("project (id) { id -> Int8, tenant -> Uuid }", "project (id) { id -> Int8, tenant -> Text }", 1),
+            &marked.replacen(
+                "project (id) { id -> Int8, tenant -> Uuid }",
+                "project (id) { id -> Int8, tenant -> Text }",
+                1,
+            ),
             "",
             Outcome::Refuses,
         ),
-        drift("drop_a_grant", &marked, "REVOKE DELETE ON todo_item FROM tenants_user", Outcome::Writes),
-        drift("drop_a_sequence_grant", &marked, "REVOKE USAGE ON SEQUENCE project_id_seq FROM tenants_admin", Outcome::Writes),
-        drift("drop_a_policy", &marked, "DROP POLICY tenants_admin ON project", Outcome::Writes),
-        drift("no_force", &marked, "ALTER TABLE todo_item NO FORCE ROW LEVEL SECURITY", Outcome::Writes),
+        drift(
+            "drop_a_grant",
+            &marked,
+            "REVOKE DELETE ON todo_item FROM tenants_user",
+            Outcome::Writes,
+        ),
+        drift(
+            "drop_a_sequence_grant",
+            &marked,
+            "REVOKE USAGE ON SEQUENCE project_id_seq FROM tenants_admin",
+            Outcome::Writes,
+        ),
+        drift(
+            "drop_a_policy",
+            &marked,
+            "DROP POLICY tenants_admin ON project",
+            Outcome::Writes,
+        ),
+        drift(
+            "no_force",
+            &marked,
+            "ALTER TABLE todo_item NO FORCE ROW LEVEL SECURITY",
+            Outcome::Writes,
+        ),
         drift(
             "unrelated_permissive_policy",
             &marked,
@@ -102,8 +150,18 @@ fn drifts() -> Vec<Drift> {
             "CREATE POLICY narrowing ON todo_item AS RESTRICTIVE FOR ALL USING (true)",
             Outcome::Nothing,
         ),
-        drift("nullable_tenant_column", &marked, "ALTER TABLE project ALTER tenant DROP NOT NULL", Outcome::Writes),
-        drift("shared_grant_revoked", &marked, "REVOKE SELECT ON countries FROM tenants_user", Outcome::Writes),
+        drift(
+            "nullable_tenant_column",
+            &marked,
+            "ALTER TABLE project ALTER tenant DROP NOT NULL",
+            Outcome::Writes,
+        ),
+        drift(
+            "shared_grant_revoked",
+            &marked,
+            "REVOKE SELECT ON countries FROM tenants_user",
+            Outcome::Writes,
+        ),
     ]
 }
 
@@ -139,7 +197,10 @@ fn check_fails_exactly_when_generate_would_write_or_refuse() {
             (0, false) if generate.stdout.trim() == "no changes" => Outcome::Nothing,
             (0, true) => Outcome::Writes,
             (2, false) => Outcome::Refuses,
-            other => panic!("{}: generate gave {other:?}: {}{}", drift.name, generate.stdout, generate.stderr),
+            other => panic!(
+                "{}: generate gave {other:?}: {}{}",
+                drift.name, generate.stdout, generate.stderr
+            ),
         };
         // The invariant, whatever the fixture.
         let check_passes = check.code == 0;
@@ -152,7 +213,10 @@ fn check_fails_exactly_when_generate_would_write_or_refuse() {
         }
         // The fixture exercises what it means to.
         if outcome != drift.expected {
-            failures.push(format!("{}: expected {:?}, generate {outcome:?}: {}{}", drift.name, drift.expected, generate.stdout, generate.stderr));
+            failures.push(format!(
+                "{}: expected {:?}, generate {outcome:?}: {}{}",
+                drift.name, drift.expected, generate.stdout, generate.stderr
+            ));
             continue;
         }
         // What generate writes mends what check saw.
@@ -160,7 +224,10 @@ fn check_fails_exactly_when_generate_would_write_or_refuse() {
             fx.migrate();
             let after = tenants(&["check"]);
             if after.code != 0 {
-                failures.push(format!("{}: check after the mending migration: {}", drift.name, after.stdout));
+                failures.push(format!(
+                    "{}: check after the mending migration: {}",
+                    drift.name, after.stdout
+                ));
             }
         }
     }
@@ -179,13 +246,20 @@ fn losing_every_mark_fails_check_and_generate_refuses_naming_the_cause() {
     for command in ["check", "diff", "generate"] {
         let run = fx.tenants(&[command]);
         let said = format!("{}{}", run.stdout, run.stderr);
-        assert!(said.contains("tenants: 0 #[with_rls] table(s)"), "{command}: {said}");
+        assert!(
+            said.contains("tenants: 0 #[with_rls] table(s)"),
+            "{command}: {said}"
+        );
         assert!(
             said.contains("no table is marked #[with_rls], but the database has tenants' policies on 2 table(s): \"public\".\"project\", \"public\".\"todo_item\""),
             "{command}: {said}"
         );
         assert!(said.contains("diesel print-schema"), "{command}: {said}");
-        assert_eq!(run.code, if command == "check" { 1 } else { 2 }, "{command}: {said}");
+        assert_eq!(
+            run.code,
+            if command == "check" { 1 } else { 2 },
+            "{command}: {said}"
+        );
     }
     assert_eq!(fx.migrations().len(), 2, "nothing written");
 }

@@ -22,7 +22,14 @@ fn drop_roles(fx: &Fixture) {
 
 #[test]
 fn generate_replays_on_a_server_without_the_roles() {
-    let names = ["--tenant-role", USER, "--admin-role", ADMIN, "--setting", "portable.tenant"];
+    let names = [
+        "--tenant-role",
+        USER,
+        "--admin-role",
+        ADMIN,
+        "--setting",
+        "portable.tenant",
+    ];
     let dev = Fixture::new_named("dev");
     drop_roles(&dev);
     // The developer's server already has the roles (an earlier project created them).
@@ -40,10 +47,16 @@ fn generate_replays_on_a_server_without_the_roles() {
     let dir = dev.dir.join("migrations").join(&migrations[1]);
     let up = std::fs::read_to_string(dir.join("up.sql")).expect("up.sql");
     let down = std::fs::read_to_string(dir.join("down.sql")).expect("down.sql");
-    assert!(up.contains(&format!("CREATE ROLE \"{USER}\" NOLOGIN;")), "{up}");
+    assert!(
+        up.contains(&format!("CREATE ROLE \"{USER}\" NOLOGIN;")),
+        "{up}"
+    );
     // Existing roles are not this migration's to drop.
     assert!(!down.contains("DROP ROLE"), "{down}");
-    assert!(down.contains(&format!("-- kept: role \"{USER}\"")), "{down}");
+    assert!(
+        down.contains(&format!("-- kept: role \"{USER}\"")),
+        "{down}"
+    );
 
     // A fresh server: the roles do not exist; the committed migrations replay.
     drop_roles(&dev);

@@ -16,7 +16,7 @@ pub enum Error {
     #[error("invalid configuration: {0}")]
     Config(#[from] ConfigError),
     /// A query or transaction failed.
-    #[error("database error: {0}")]
+    #[error("database error: {source}{hint}", source = .0, hint = database_hint(.0))]
     Database(#[from] diesel::result::Error),
     /// No connection could be opened: the URL does not parse, or the server (or the
     /// network) refused.
@@ -46,4 +46,17 @@ pub enum Error {
     /// `verify()` found the live database out of line with the `#[with_rls]` tables.
     #[error("the database does not enforce the #[with_rls] tables as expected:\n{0}")]
     Drift(VerifyReport),
+}
+
+/// What to do about a database error the contract itself causes: a tenant transaction runs
+/// as the tenant role, which may read only marked and `#[shared]` tables.
+fn database_hint(error: &diesel::result::Error) -> &'static str {
+    match error {
+        diesel::result::Error::DatabaseError(_, info)
+            if info.message().starts_with("permission denied for table") =>
+        {
+            "\nhint: tenant transactions run as the tenant role, which reads only #[with_rls] tables (through their policies) and #[shared] ones; mark this table #[with_rls] (rows per tenant) or #[tenants_core::shared] (read by every tenant), then run `tenants generate`"
+        }
+        _ => "",
+    }
 }

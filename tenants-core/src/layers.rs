@@ -111,12 +111,17 @@ fn every_module_uses_only_layers_below_it() {
         })
         .map(|(module, used)| format!("{module} uses {used}"))
         .collect();
-    assert!(upward.is_empty(), "modules using a layer not below them: {upward:?}");
+    assert!(
+        upward.is_empty(),
+        "modules using a layer not below them: {upward:?}"
+    );
 }
 
 #[test]
 fn the_reader_sees_grouped_and_plain_paths() {
-    let used = uses("use crate::{config::Config, spec::X};\nlet x = crate::verify::compare();\n// crate::plan in a comment");
+    let used = uses(
+        "use crate::{config::Config, spec::X};\nlet x = crate::verify::compare();\n// crate::plan in a comment",
+    );
     assert_eq!(
         used.into_iter().collect::<Vec<_>>(),
         ["config", "spec", "verify"]

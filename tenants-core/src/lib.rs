@@ -16,9 +16,9 @@ pub mod catalog;
 mod config;
 mod connect;
 mod error;
-pub mod lifecycle;
 #[cfg(test)]
 mod layers;
+pub mod lifecycle;
 pub mod plan;
 pub mod policy;
 mod pool;

@@ -174,10 +174,7 @@ pub struct FileMarks {
 /// modules and function bodies included: what the CLI collects from each `.rs` file of a
 /// crate.
 pub fn file_marks(file: &syn::File) -> FileMarks {
-    struct Collector(
-        Vec<syn::Result<MarkedItem>>,
-        Vec<syn::Result<SharedTable>>,
-    );
+    struct Collector(Vec<syn::Result<MarkedItem>>, Vec<syn::Result<SharedTable>>);
 
     impl<'ast> syn::visit::Visit<'ast> for Collector {
         fn visit_item(&mut self, item: &'ast syn::Item) {

@@ -397,7 +397,10 @@ fn file_marks_walks_modules_and_skips_unmarked() {
         })
     );
     let both = marks.shared[1].as_ref().expect_err("shared and marked");
-    assert!(both.to_string().starts_with("a table cannot be both #[shared] and #[with_rls]"));
+    assert!(
+        both.to_string()
+            .starts_with("a table cannot be both #[shared] and #[with_rls]")
+    );
     assert_eq!(items.len(), 3);
     let names: Vec<_> = items
         .iter()
@@ -427,13 +430,27 @@ fn table_body_parses_or_not() {
 
 #[test]
 fn shared_takes_a_table_and_no_arguments() {
-    let parse = |attr: &str, item: &str| {
-        parse_shared_tokens(attr.parse().unwrap(), item.parse().unwrap())
-    };
-    let table = parse("", "diesel::table! { #[sql_name = \"iso_countries\"] countries (code) { code -> Text } }").unwrap();
-    assert_eq!((table.schema.as_str(), table.name.as_str()), ("public", "iso_countries"));
-    let args = parse("readonly", "diesel::table! { countries (code) { code -> Text } }").unwrap_err();
+    let parse =
+        |attr: &str, item: &str| parse_shared_tokens(attr.parse().unwrap(), item.parse().unwrap());
+    let table = parse(
+        "",
+        "diesel::table! { #[sql_name = \"iso_countries\"] countries (code) { code -> Text } }",
+    )
+    .unwrap();
+    assert_eq!(
+        (table.schema.as_str(), table.name.as_str()),
+        ("public", "iso_countries")
+    );
+    let args = parse(
+        "readonly",
+        "diesel::table! { countries (code) { code -> Text } }",
+    )
+    .unwrap_err();
     assert!(args.to_string().starts_with("#[shared] takes no arguments"));
     let not_table = parse("", "struct Country;").unwrap_err();
-    assert!(not_table.to_string().starts_with("#[shared] goes on a `diesel::table!` invocation"));
+    assert!(
+        not_table
+            .to_string()
+            .starts_with("#[shared] goes on a `diesel::table!` invocation")
+    );
 }

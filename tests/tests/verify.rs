@@ -482,7 +482,13 @@ async fn shared_table_grants() {
     let (db, mut conn) = items_text_under_contract();
     let config = Config::default();
     let countries = QualifiedName::new("public", "countries");
-    let missing = findings_with_shared(&db.url(), &config, &[TABLE], &[countries.clone()]).await;
+    let missing = findings_with_shared(
+        &db.url(),
+        &config,
+        &[TABLE],
+        std::slice::from_ref(&countries),
+    )
+    .await;
     assert_eq!(
         missing,
         [
@@ -494,7 +500,13 @@ async fn shared_table_grants() {
     );
     conn.batch_execute("CREATE TABLE countries (code text PRIMARY KEY); GRANT SELECT ON countries TO tenants_admin")
         .expect("create countries");
-    let ungranted = findings_with_shared(&db.url(), &config, &[TABLE], &[countries.clone()]).await;
+    let ungranted = findings_with_shared(
+        &db.url(),
+        &config,
+        &[TABLE],
+        std::slice::from_ref(&countries),
+    )
+    .await;
     assert_eq!(
         ungranted,
         [
