@@ -86,9 +86,16 @@ fn missing_table_or_column_names_them_and_writes_nothing() {
     );
     assert_eq!(fx.migrations().len(), 1, "nothing written");
 
-    // In `check`, the same is a difference: exit 1.
+    // In `check`, the same is a difference: exit 1, with the hint that mends it (not
+    // `tenants generate`, which refuses here).
     let check = fx.tenants(&["check"]);
     assert_eq!(check.code, 1, "{}", check.stderr);
+    assert!(
+        check.stdout.contains("diesel migration run")
+            && !check.stdout.contains("run `tenants generate`"),
+        "{}",
+        check.stdout
+    );
     assert!(
         check
             .stdout
