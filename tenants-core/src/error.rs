@@ -1,5 +1,6 @@
 //! The crate's error type.
 
+use std::fmt;
 use std::time::Duration;
 
 use crate::config::ConfigError;
@@ -7,7 +8,11 @@ use crate::tenant::InvalidTenantId;
 use crate::verify::VerifyReport;
 
 /// Everything that can go wrong in `tenants-core`.
-#[derive(Debug, thiserror::Error)]
+///
+/// `{:?}` prints the same readable text as `{}` (as `anyhow::Error` does), so that
+/// `fn main() -> Result<(), tenants_core::Error>` and `.expect(..)` show a drift report as
+/// its list of findings; `{:#?}` prints the structure.
+#[derive(thiserror::Error)]
 pub enum Error {
     /// The tenant id was rejected before anything was sent to the database.
     #[error("invalid tenant id: {0}")]
@@ -58,5 +63,72 @@ fn database_hint(error: &diesel::result::Error) -> &'static str {
             "\nhint: tenant transactions run as the tenant role, which reads only #[with_rls] tables (through their policies) and #[shared] ones; mark this table #[with_rls] (rows per tenant) or #[tenants_core::shared] (read by every tenant), then run `tenants generate`"
         }
         _ => "",
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if !f.alternate() {
+            return fmt::Display::fmt(self, f);
+        }
+        match self {
+            Error::InvalidTenantId(e) => f.debug_tuple("InvalidTenantId").field(e).finish(),
+            Error::Config(e) => f.debug_tuple("Config").field(e).finish(),
+            Error::Database(e) => f.debug_tuple("Database").field(e).finish(),
+            Error::Connect { target, reason } => f
+                .debug_struct("Connect")
+                .field("target", target)
+                .field("reason", reason)
+                .finish(),
+            Error::PoolTimedOut {
+                waited,
+                last_connect_error,
+            } => f
+                .debug_struct("PoolTimedOut")
+                .field("waited", waited)
+                .field("last_connect_error", last_connect_error)
+                .finish(),
+            Error::Drift(report) => f.debug_tuple("Drift").field(report).finish(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::QualifiedName;
+    use crate::verify::Finding;
+
+    /// What `fn main() -> Result<(), Error>` prints (`Error: {:?}`) is the readable list.
+    #[test]
+    fn debug_is_the_readable_text_and_alternate_debug_the_structure() {
+        let report = VerifyReport {
+            findings: vec![
+                Finding::RlsDisabled {
+                    table: QualifiedName::new("public", "todo_item"),
+                },
+                Finding::RoleMissing {
+                    role: "tenants_user".into(),
+                },
+            ],
+        };
+        let error = Error::Drift(report.clone());
+        let readable = format!("{error:?}");
+        assert_eq!(readable, error.to_string());
+        assert_eq!(
+            readable,
+            format!("the database does not enforce the #[with_rls] tables as expected:\n{report}")
+        );
+        assert!(
+            readable.lines().count() > 2,
+            "one finding a line: {readable}"
+        );
+        assert!(!readable.contains("RlsDisabled"), "{readable}");
+        let structured = format!("{error:#?}");
+        assert!(
+            structured.starts_with("Drift(\n    VerifyReport {")
+                && structured.contains("RlsDisabled"),
+            "{structured}"
+        );
     }
 }
