@@ -559,18 +559,35 @@ pub trait AsyncTenantTransactionExt: Send {
         E: From<Error> + Send + 'a,
         R: Send + 'a;
 
-    /// Runs `f` as tenant `tenant` with the default [`Config`].
-    fn tenant_transaction<'a, R, E, F>(
+    /// Runs `f` as tenant `tenant` with the default [`Config`]. Like the sync form, `f`
+    /// returns `Result<R, tenants_core::Error>`, so `Ok(..?)` needs no annotation; use
+    /// [`AsyncTenantTransactionExt::scoped_transaction`] for an error type of your own.
+    ///
+    /// ```no_run
+    /// use diesel::prelude::*;
+    /// use diesel_async::{AsyncPgConnection, RunQueryDsl};
+    /// use tenants_core::AsyncTenantTransactionExt;
+    ///
+    /// # async fn run(conn: &mut AsyncPgConnection) -> Result<(), tenants_core::Error> {
+    /// let n = conn
+    ///     .tenant_transaction("acme", async |c| {
+    ///         Ok(diesel::select(diesel::dsl::sql::<diesel::sql_types::BigInt>("1"))
+    ///             .get_result::<i64>(c)
+    ///             .await?)
+    ///     })
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    fn tenant_transaction<'a, R, F>(
         &'a mut self,
         tenant: impl TenantId,
         f: F,
-    ) -> impl Future<Output = Result<R, E>> + Send + 'a
+    ) -> impl Future<Output = Result<R, Error>> + Send + 'a
     where
-        for<'r> F: AsyncFnOnce(&'r mut AsyncPgConnection) -> Result<R, E>
-            + ScopedFn<&'r mut AsyncPgConnection, Result<R, E>, Fut: Send>
+        for<'r> F: AsyncFnOnce(&'r mut AsyncPgConnection) -> Result<R, Error>
+            + ScopedFn<&'r mut AsyncPgConnection, Result<R, Error>, Fut: Send>
             + Send
             + 'a,
-        E: From<Error> + Send + 'a,
         R: Send + 'a;
 }
 
@@ -598,22 +615,21 @@ impl AsyncTenantTransactionExt for AsyncPgConnection {
         finish(self, result).await
     }
 
-    fn tenant_transaction<'a, R, E, F>(
+    fn tenant_transaction<'a, R, F>(
         &'a mut self,
         tenant: impl TenantId,
         f: F,
-    ) -> impl Future<Output = Result<R, E>> + Send + 'a
+    ) -> impl Future<Output = Result<R, Error>> + Send + 'a
     where
-        for<'r> F: AsyncFnOnce(&'r mut AsyncPgConnection) -> Result<R, E>
-            + ScopedFn<&'r mut AsyncPgConnection, Result<R, E>, Fut: Send>
+        for<'r> F: AsyncFnOnce(&'r mut AsyncPgConnection) -> Result<R, Error>
+            + ScopedFn<&'r mut AsyncPgConnection, Result<R, Error>, Fut: Send>
             + Send
             + 'a,
-        E: From<Error> + Send + 'a,
         R: Send + 'a,
     {
         let scope = DEFAULT_CONFIG.tenant(tenant).map(Scope::Tenant);
         async move {
-            let scope = scope.map_err(Error::from)?;
+            let scope = scope?;
             self.scoped_transaction(&DEFAULT_CONFIG, scope, f).await
         }
     }

@@ -14,18 +14,54 @@ use crate::tenant::{Tenant, TenantId};
 /// closure returns `Ok` and rolls back when it returns `Err`. Nested `.transaction()` calls
 /// inside become savepoints, as usual in Diesel.
 ///
+/// `tenant_transaction` and `admin_transaction` take a closure returning
+/// `Result<T, tenants_core::Error>`, so `Ok(..?)` needs no annotation (diesel's errors
+/// convert with `?`):
+///
 /// ```no_run
 /// use diesel::prelude::*;
 /// use tenants_core::TenantTransactionExt;
 ///
 /// # fn run(conn: &mut PgConnection) -> Result<(), tenants_core::Error> {
-/// let n: i64 = conn.tenant_transaction("acme", |conn| {
-///     Ok::<_, tenants_core::Error>(diesel::select(diesel::dsl::sql::<diesel::sql_types::BigInt>("1")).get_result(conn)?)
+/// let n = conn.tenant_transaction("acme", |c| {
+///     Ok(diesel::select(diesel::dsl::sql::<diesel::sql_types::BigInt>("1")).get_result::<i64>(c)?)
+/// })?;
+/// # Ok(()) }
+/// ```
+///
+/// With an error type of your own (any `E: From<tenants_core::Error>`), use
+/// `scoped_transaction`:
+///
+/// ```no_run
+/// use diesel::prelude::*;
+/// use tenants_core::{Config, Scope, Tenant, TenantTransactionExt};
+///
+/// #[derive(Debug)]
+/// enum AppError {
+///     Tenants(tenants_core::Error),
+///     Db(diesel::result::Error),
+/// }
+/// impl From<tenants_core::Error> for AppError {
+///     fn from(e: tenants_core::Error) -> Self {
+///         AppError::Tenants(e)
+///     }
+/// }
+/// impl From<diesel::result::Error> for AppError {
+///     fn from(e: diesel::result::Error) -> Self {
+///         AppError::Db(e)
+///     }
+/// }
+///
+/// # fn run(conn: &mut PgConnection) -> Result<(), AppError> {
+/// let acme = Tenant::new("acme").map_err(tenants_core::Error::from)?;
+/// let n = conn.scoped_transaction(&Config::default(), Scope::Tenant(acme), |c| {
+///     Ok::<_, AppError>(diesel::select(diesel::dsl::sql::<diesel::sql_types::BigInt>("1")).get_result::<i64>(c)?)
 /// })?;
 /// # Ok(()) }
 /// ```
 pub trait TenantTransactionExt {
-    /// Runs `f` in a transaction of `scope` with the names of `config`.
+    /// Runs `f` in a transaction of `scope` with the names of `config`; `f` may return any
+    /// error type that a [`tenants_core::Error`](Error) converts into.
     fn scoped_transaction<T, E, F>(&mut self, config: &Config, scope: Scope, f: F) -> Result<T, E>
     where
         F: FnOnce(&mut Self) -> Result<T, E>,
@@ -33,20 +69,18 @@ pub trait TenantTransactionExt {
 
     /// Runs `f` as tenant `tenant` (default [`Config`]). An invalid id is an
     /// [`Error::InvalidTenantId`] before anything is sent.
-    fn tenant_transaction<T, E, F>(&mut self, tenant: impl TenantId, f: F) -> Result<T, E>
+    fn tenant_transaction<T, F>(&mut self, tenant: impl TenantId, f: F) -> Result<T, Error>
     where
-        F: FnOnce(&mut Self) -> Result<T, E>,
-        E: From<Error>,
+        F: FnOnce(&mut Self) -> Result<T, Error>,
     {
-        let tenant = Tenant::new(tenant).map_err(Error::from)?;
+        let tenant = Tenant::new(tenant)?;
         self.scoped_transaction(&Config::default(), Scope::Tenant(tenant), f)
     }
 
     /// Runs `f` as the admin role (default [`Config`]): every tenant's rows.
-    fn admin_transaction<T, E, F>(&mut self, f: F) -> Result<T, E>
+    fn admin_transaction<T, F>(&mut self, f: F) -> Result<T, Error>
     where
-        F: FnOnce(&mut Self) -> Result<T, E>,
-        E: From<Error>,
+        F: FnOnce(&mut Self) -> Result<T, Error>,
     {
         self.scoped_transaction(&Config::default(), Scope::Admin, f)
     }
