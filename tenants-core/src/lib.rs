@@ -12,6 +12,8 @@
 //! - [`registry::tables`] lists every marked table linked into the binary;
 //! - [`TenantPool::verify`] compares the live database with them.
 
+#[cfg(feature = "axum")]
+pub mod axum;
 pub mod catalog;
 mod config;
 mod connect;
@@ -27,6 +29,8 @@ mod scope;
 mod spec;
 mod sync;
 mod tenant;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod verify;
 
 #[doc(hidden)]

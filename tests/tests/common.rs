@@ -89,6 +89,22 @@ pub fn create_marked_table(
     batch_locked(conn, &up);
 }
 
+/// A fresh database with `items_text` under the contract (default names, superuser login),
+/// and a connection to it.
+pub fn items_text_under_contract() -> (TestDb, PgConnection) {
+    let db = TestDb::new();
+    let mut conn = db.connect();
+    create_marked_table(
+        &mut conn,
+        &Config::default(),
+        Login::Superuser,
+        "items_text",
+        "text",
+        TenantSqlType::Text,
+    );
+    (db, conn)
+}
+
 /// A pool of `size` connections to `url` with the recycle check.
 pub async fn pool(url: &str, size: u32) -> TenantPool {
     TenantPool::connect_with(url, Config::default(), bb8::Pool::builder().max_size(size))

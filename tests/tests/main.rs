@@ -1,10 +1,12 @@
 //! Integration tests: one binary, one module per concern, a fresh database per test.
 
+mod axum_layer;
 mod common;
 mod connect;
 mod escaping;
 mod faults;
 mod isolation;
+mod kit;
 mod lifecycle;
 mod pgbouncer;
 mod pool_hygiene;

@@ -59,19 +59,8 @@ async fn shortened_soak_through_pgbouncer() {
 /// second finds no prepared statement there unless the cache is off.
 #[tokio::test]
 async fn the_statement_cache_must_be_off_behind_pgbouncer_before_1_21() {
-    use crate::common::create_marked_table;
-    use tenants_core::registry::TenantSqlType;
-
     let bouncer = PgBouncer::start(2, &["postgres"]);
-    let db = TestDb::new();
-    create_marked_table(
-        &mut db.connect(),
-        &Config::default(),
-        Login::Superuser,
-        "items_text",
-        "text",
-        TenantSqlType::Text,
-    );
+    let (db, _) = crate::common::items_text_under_contract();
     let url = bouncer.url("postgres", db.name());
     let mut outcomes = Vec::new();
     for cache in [true, false] {

@@ -1,6 +1,5 @@
 //! `verify` reports each kind of drift, typed, all at once.
 
-use diesel::PgConnection;
 use diesel::connection::SimpleConnection;
 use diesel_async::{AsyncConnection, AsyncPgConnection};
 use tenants_core::policy::QualifiedName;
@@ -9,7 +8,7 @@ use tenants_core::verify::{self, Bypass, Finding};
 use tenants_core::{Config, Error, catalog};
 use tenants_tests::{TestDb, batch_locked, ensure_login_role};
 
-use crate::common::{Login, create_marked_table, pool};
+use crate::common::{Login, create_marked_table, items_text_under_contract, pool};
 
 const TABLE: RlsTable = RlsTable {
     schema: "public",
@@ -45,21 +44,6 @@ async fn findings_with_shared(
         .await
         .expect("read catalog");
     verify::compare(config, &marked, &catalog).findings
-}
-
-/// A fresh database with `items_text` under the contract (default names, superuser login).
-fn items_text_under_contract() -> (TestDb, PgConnection) {
-    let db = TestDb::new();
-    let mut conn = db.connect();
-    create_marked_table(
-        &mut conn,
-        &Config::default(),
-        Login::Superuser,
-        "items_text",
-        "text",
-        TenantSqlType::Text,
-    );
-    (db, conn)
 }
 
 /// A database with `items_text` under the contract, then `breakage` applied.

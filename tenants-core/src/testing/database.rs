@@ -1,0 +1,296 @@
+//! A fresh database per test, with the application's migrations applied.
+
+use std::fmt;
+
+use diesel::migration::MigrationSource;
+use diesel::pg::Pg;
+use diesel::{Connection, PgConnection, RunQueryDsl};
+use diesel_migrations::MigrationHarness;
+
+use crate::error::Error;
+use crate::pool::TenantPool;
+use crate::tenant::quote_ident;
+
+/// The server [`TestDatabase`] uses when `DATABASE_URL` is not set.
+pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@localhost:5432/postgres";
+
+/// Serialises creating a database and migrating it across the tests of every test binary
+/// on one server: migrations create and grant cluster-wide roles, and two such statements
+/// racing fail ("tuple concurrently updated"). The value is the one the project's own
+/// harness (`tests/src/lib.rs`) uses, so both wait for each other.
+const CREATE_LOCK: i64 = 0x7465_6e61_6e74;
+
+/// The longest database name PostgreSQL keeps (`NAMEDATALEN - 1`).
+const MAX_NAME_BYTES: usize = 63;
+
+/// Why a [`TestDatabase`] could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum TestDatabaseError {
+    /// `DATABASE_URL` is not a `postgres://` URL.
+    #[error(
+        "DATABASE_URL is not a postgres:// URL ({reason}); set it to e.g. {DEFAULT_DATABASE_URL}"
+    )]
+    Url {
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The server did not accept a connection.
+    #[error(
+        "cannot connect to {url}: {reason}\nhint: start PostgreSQL, or set DATABASE_URL to a server where this role may create databases and roles"
+    )]
+    Connect {
+        /// The URL, password hidden.
+        url: String,
+        /// The driver's message.
+        reason: String,
+    },
+    /// `CREATE DATABASE` (or dropping a leftover of an earlier run) failed.
+    #[error("cannot create the test database {name}: {reason}")]
+    Create {
+        /// The database's name.
+        name: String,
+        /// The server's message.
+        reason: String,
+    },
+    /// A migration failed; the database is kept for inspection.
+    #[error("cannot apply the migrations to the test database {name}: {reason}")]
+    Migrate {
+        /// The database's name.
+        name: String,
+        /// The migration harness's message.
+        reason: String,
+    },
+}
+
+/// A database created for one test from `DATABASE_URL`'s server (default
+/// [`DEFAULT_DATABASE_URL`]), with the application's migrations applied.
+///
+/// Named after the running test (libtest names each test's thread after its path) and the
+/// package, as `#[sqlx::test]` does, so parallel tests never share one. Dropped when the
+/// test passes; kept for inspection when it fails by panicking (its name is printed). A
+/// database of the same name left by an earlier failed run is replaced.
+///
+/// `DATABASE_URL`'s user must be allowed to create databases; to run the
+/// [`IsolationCheck`](super::IsolationCheck) with [`TestDatabase::pool`], it must be a
+/// superuser (as the `postgres` user of a local server is).
+pub struct TestDatabase {
+    name: String,
+    url: url::Url,
+    server: url::Url,
+}
+
+impl fmt::Debug for TestDatabase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TestDatabase")
+            .field("name", &self.name)
+            .field("url", &redacted(&self.url))
+            .finish()
+    }
+}
+
+impl TestDatabase {
+    /// A fresh database named after the running test, with `migrations` applied
+    /// (typically `diesel_migrations::embed_migrations!()`'s constant).
+    pub fn new(migrations: impl MigrationSource<Pg>) -> Result<Self, TestDatabaseError> {
+        let thread = std::thread::current();
+        Self::named(thread.name().unwrap_or("unnamed"), migrations)
+    }
+
+    /// A fresh database named after `test`, with `migrations` applied.
+    pub fn named(
+        test: &str,
+        migrations: impl MigrationSource<Pg>,
+    ) -> Result<Self, TestDatabaseError> {
+        let server = server_url()?;
+        let package = std::env::var("CARGO_PKG_NAME").unwrap_or_default();
+        let name = database_name(&package, test);
+        let mut url = server.clone();
+        url.set_path(&name);
+        let mut admin = establish(&server)?;
+        let created = with_create_lock(&mut admin, |admin| {
+            let create = |sql: String, admin: &mut PgConnection| {
+                diesel::sql_query(sql)
+                    .execute(admin)
+                    .map_err(|e| TestDatabaseError::Create {
+                        name: name.clone(),
+                        reason: e.to_string(),
+                    })
+            };
+            create(
+                format!(
+                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                    quote_ident(&name)
+                ),
+                admin,
+            )?;
+            create(format!("CREATE DATABASE {}", quote_ident(&name)), admin)?;
+            establish(&url)?
+                .run_pending_migrations(migrations)
+                .map_err(|e| TestDatabaseError::Migrate {
+                    name: name.clone(),
+                    reason: e.to_string(),
+                })?;
+            Ok(())
+        });
+        created?;
+        Ok(Self { name, url, server })
+    }
+
+    /// The database's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The database's URL, as `DATABASE_URL`'s user.
+    pub fn url(&self) -> &str {
+        self.url.as_str()
+    }
+
+    /// A blocking connection to the database as `DATABASE_URL`'s user.
+    pub fn connect(&self) -> Result<PgConnection, TestDatabaseError> {
+        establish(&self.url)
+    }
+
+    /// A pool of tenant transactions on the database, with the default
+    /// [`Config`](crate::Config) (for another, use [`TenantPool::connect_with`] with
+    /// [`TestDatabase::url`]).
+    pub async fn pool(&self) -> Result<TenantPool, Error> {
+        TenantPool::connect(self.url()).await
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "test failed: database {} is kept for inspection ({})",
+                self.name,
+                redacted(&self.url)
+            );
+            return;
+        }
+        let dropped = establish(&self.server).and_then(|mut admin| {
+            diesel::sql_query(format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                quote_ident(&self.name)
+            ))
+            .execute(&mut admin)
+            .map_err(|e| TestDatabaseError::Create {
+                name: self.name.clone(),
+                reason: e.to_string(),
+            })
+        });
+        if let Err(error) = dropped {
+            eprintln!("could not drop the test database {}: {error}", self.name);
+        }
+    }
+}
+
+/// `DATABASE_URL`, or the default.
+fn server_url() -> Result<url::Url, TestDatabaseError> {
+    let raw = std::env::var("DATABASE_URL").unwrap_or_else(|_| DEFAULT_DATABASE_URL.into());
+    let url = url::Url::parse(&raw).map_err(|e| TestDatabaseError::Url {
+        reason: e.to_string(),
+    })?;
+    if !matches!(url.scheme(), "postgres" | "postgresql") {
+        return Err(TestDatabaseError::Url {
+            reason: format!("scheme `{}`", url.scheme()),
+        });
+    }
+    Ok(url)
+}
+
+fn establish(url: &url::Url) -> Result<PgConnection, TestDatabaseError> {
+    PgConnection::establish(url.as_str()).map_err(|e| TestDatabaseError::Connect {
+        url: redacted(url),
+        reason: e.to_string().trim().to_string(),
+    })
+}
+
+/// `url` with its password replaced by `***`.
+fn redacted(url: &url::Url) -> String {
+    let mut shown = url.clone();
+    if shown.password().is_some() {
+        // Only fails for URLs that cannot have a password, which this one has.
+        let _ = shown.set_password(Some("***"));
+    }
+    shown.to_string()
+}
+
+fn with_create_lock<T>(
+    admin: &mut PgConnection,
+    f: impl FnOnce(&mut PgConnection) -> Result<T, TestDatabaseError>,
+) -> Result<T, TestDatabaseError> {
+    let lock = |sql: String, admin: &mut PgConnection| {
+        diesel::sql_query(sql)
+            .execute(admin)
+            .map_err(|e| TestDatabaseError::Create {
+                name: "(advisory lock)".into(),
+                reason: e.to_string(),
+            })
+    };
+    lock(format!("SELECT pg_advisory_lock({CREATE_LOCK})"), admin)?;
+    let result = f(admin);
+    lock(format!("SELECT pg_advisory_unlock({CREATE_LOCK})"), admin)?;
+    result
+}
+
+/// `package_test`, lower-cased, every other character than `a-z0-9` made `_`; when longer
+/// than PostgreSQL keeps, its end (the most specific part) and a hash of the whole.
+fn database_name(package: &str, test: &str) -> String {
+    let whole = if package.is_empty() {
+        format!("test_{test}")
+    } else {
+        format!("{package}_{test}")
+    };
+    let cleaned: String = whole
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if cleaned.len() <= MAX_NAME_BYTES {
+        return cleaned;
+    }
+    // FNV-1a: stable across runs and platforms, unlike std's hasher.
+    let hash = cleaned.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
+    let prefix = format!("t{:08x}_", hash as u32);
+    let tail = &cleaned[cleaned.len() - (MAX_NAME_BYTES - prefix.len())..];
+    format!("{prefix}{tail}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_test_and_fit_postgres() {
+        assert_eq!(
+            database_name("todo-api", "isolation::tenants_are_isolated"),
+            "todo_api_isolation__tenants_are_isolated"
+        );
+        assert_eq!(database_name("", "Weird Name"), "test_weird_name");
+        let long = "module::".repeat(20) + "the_test";
+        let name = database_name("pkg", &long);
+        assert_eq!(name.len(), MAX_NAME_BYTES);
+        assert!(name.ends_with("module__the_test"), "{name}");
+        assert_ne!(
+            name,
+            database_name("pkg", &long.replacen("module", "modulx", 1)),
+            "names differing only in the cut-off part stay distinct"
+        );
+    }
+
+    #[test]
+    fn urls_are_shown_without_password() -> Result<(), url::ParseError> {
+        let url = url::Url::parse("postgres://app:s3cret@db:5432/app")?;
+        assert_eq!(redacted(&url), "postgres://app:***@db:5432/app");
+        Ok(())
+    }
+}

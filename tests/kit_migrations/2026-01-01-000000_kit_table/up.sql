@@ -1,0 +1,1 @@
+CREATE TABLE kit_table (id serial PRIMARY KEY);
