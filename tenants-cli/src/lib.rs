@@ -106,6 +106,10 @@ pub struct Options {
     /// Also print how many statements read the catalog.
     #[arg(long)]
     pub verbose: bool,
+    /// Citus mode (`Config::with_citus`): policies without subqueries, roles that may log
+    /// in on the workers; the application's `Config` must say the same.
+    #[arg(long)]
+    pub citus: bool,
 }
 
 /// Everything that stops a command; printed on stderr, exit code 2.
@@ -232,10 +236,11 @@ fn audit_command(options: &Options) -> Result<ExitCode, CliError> {
 
 /// The configuration the options name.
 pub fn config(options: &Options) -> Result<Config, tenants_core::ConfigError> {
-    Config::default()
+    Ok(Config::default()
         .with_tenant_role(&options.tenant_role)?
         .with_admin_role(&options.admin_role)?
-        .with_setting(&options.setting)
+        .with_setting(&options.setting)?
+        .with_citus(options.citus))
 }
 
 fn changes(options: &Options) -> Result<(Config, Vec<Change>), CliError> {

@@ -2,7 +2,7 @@
 //! queries whatever the number of tables (each query takes all tables as arrays).
 
 use diesel::QueryableByName;
-use diesel::sql_types::{Array, Bool, Text};
+use diesel::sql_types::{Array, Bool, Integer, Nullable, Text};
 use diesel_async::{
     AnsiTransactionManager, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection,
     TransactionManager,
@@ -29,6 +29,10 @@ pub struct RoleState {
     /// `BYPASSRLS`: a transaction running as it is never subject to RLS.
     #[diesel(sql_type = Bool)]
     pub bypass_rls: bool,
+    /// `LOGIN`: Citus mode needs it (workers are reached as the current role); outside it,
+    /// a role that may log in is one more way in.
+    #[diesel(sql_type = Bool)]
+    pub can_login: bool,
 }
 
 /// A table declared `#[shared]` (readable by every tenant, not under RLS), as asked for.
@@ -119,6 +123,115 @@ pub struct LoginState {
     /// `BYPASSRLS` roles are never subject to RLS.
     #[diesel(sql_type = Bool)]
     pub bypass_rls: bool,
+}
+
+/// The connecting role and what the server is, read in one statement.
+#[derive(QueryableByName)]
+struct LoginAndServer {
+    #[diesel(embed)]
+    login: LoginState,
+    /// The Citus extension's version, when this database has it.
+    #[diesel(sql_type = Nullable<Text>)]
+    citus_version: Option<String>,
+    /// The session's `citus.propagate_set_commands` (set by the server, the database or
+    /// the role); `NULL` without Citus.
+    #[diesel(sql_type = Nullable<Text>)]
+    propagate_set_commands: Option<String>,
+}
+
+/// How Citus holds a table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Distribution {
+    /// A plain table on the coordinator, unknown to Citus.
+    Local,
+    /// A Citus local table: on the coordinator, known to Citus.
+    CitusLocal,
+    /// A reference table: every row on every node.
+    Reference,
+    /// A distributed table of one shard, without a distribution column.
+    SingleShard,
+    /// A hash-distributed table.
+    Hash {
+        /// Its distribution column.
+        column: String,
+        /// Its co-location group: tables of one group keep equal keys on the same node.
+        colocation: i32,
+    },
+    /// Append- or range-distributed (`partmethod` `a` or `r`).
+    Other {
+        /// Its distribution column.
+        column: String,
+    },
+}
+
+impl Distribution {
+    /// Whether the table's rows live on the workers, so that a transaction touching it
+    /// opens connections to them.
+    pub fn on_workers(&self) -> bool {
+        !matches!(self, Distribution::Local | Distribution::CitusLocal)
+    }
+}
+
+/// A marked or shared table that exists, as Citus holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CitusTable {
+    /// The table.
+    pub table: QualifiedName,
+    /// How it is held.
+    pub distribution: Distribution,
+}
+
+/// A row of the distribution query.
+#[derive(QueryableByName)]
+struct DistributionRow {
+    #[diesel(sql_type = Text)]
+    schema: String,
+    #[diesel(sql_type = Text)]
+    name: String,
+    /// `partmethod`, `NULL` for a table unknown to Citus.
+    #[diesel(sql_type = Nullable<Text>)]
+    method: Option<String>,
+    /// `repmodel`.
+    #[diesel(sql_type = Nullable<Text>)]
+    replication: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    column: Option<String>,
+    #[diesel(sql_type = Nullable<Integer>)]
+    colocation: Option<i32>,
+}
+
+impl DistributionRow {
+    fn into_table(self) -> CitusTable {
+        let column = self.column.unwrap_or_default();
+        let distribution = match (self.method.as_deref(), self.replication.as_deref()) {
+            (None, _) => Distribution::Local,
+            (Some("h"), _) => Distribution::Hash {
+                column,
+                colocation: self.colocation.unwrap_or_default(),
+            },
+            (Some("n"), Some("t")) => Distribution::Reference,
+            // Citus local tables are in no co-location group; single-shard tables are.
+            (Some("n"), _) if self.colocation.unwrap_or_default() == 0 => Distribution::CitusLocal,
+            (Some("n"), _) => Distribution::SingleShard,
+            (Some(_), _) => Distribution::Other { column },
+        };
+        CitusTable {
+            table: QualifiedName::new(self.schema, self.name),
+            distribution,
+        }
+    }
+}
+
+/// What a Citus coordinator says: present when the database has the Citus extension.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CitusState {
+    /// The extension's version.
+    pub version: String,
+    /// The session's `citus.propagate_set_commands`, before any begin batch sets it: what
+    /// the server, the database or the login role set (Citus's default is `none`).
+    pub propagate_set_commands: String,
+    /// The marked and the shared tables that exist, sorted, each as Citus holds it.
+    pub tables: Vec<CitusTable>,
 }
 
 /// A marked table's RLS flags; absent from the result when the table does not exist.
@@ -234,6 +347,8 @@ pub struct Catalog {
     pub shared: Vec<SharedState>,
     /// The deparsed form of the policies we would create.
     pub expected: ExpectedPolicies,
+    /// What Citus says, on a database with the Citus extension (a coordinator).
+    pub citus: Option<CitusState>,
 }
 
 /// A marked table as [`read`] takes it: where it is and its tenant column.
@@ -279,8 +394,8 @@ pub async fn columns(
 
 /// Reads the catalog for the marked `tables` and the `shared` ones with `config`'s names,
 /// checking the membership of each of `members` (the connecting role when empty) in our
-/// roles: a fixed number of statements (ten reads and a rolled-back probe transaction)
-/// whatever the number of tables.
+/// roles: a fixed number of statements (ten reads and a rolled-back probe transaction, and
+/// one read of Citus's metadata on a database with Citus) whatever the number of tables.
 pub async fn read(
     conn: &mut AsyncPgConnection,
     config: &Config,
@@ -300,7 +415,8 @@ pub async fn read(
 
     let roles = diesel::sql_query(
         "SELECT r.name, o.oid IS NOT NULL AS exists,
-                COALESCE(o.rolsuper, false) AS superuser, COALESCE(o.rolbypassrls, false) AS bypass_rls
+                COALESCE(o.rolsuper, false) AS superuser, COALESCE(o.rolbypassrls, false) AS bypass_rls,
+                COALESCE(o.rolcanlogin, false) AS can_login
          FROM unnest($1::text[]) WITH ORDINALITY AS r(name, i)
          LEFT JOIN pg_roles o ON o.rolname = r.name
          ORDER BY r.i",
@@ -326,12 +442,16 @@ pub async fn read(
     .load::<Membership>(conn)
     .await?;
 
-    let login = diesel::sql_query(
-        "SELECT session_user::text AS name, rolsuper AS superuser, rolbypassrls AS bypass_rls
+    let login_and_server = diesel::sql_query(format!(
+        "SELECT session_user::text AS name, rolsuper AS superuser, rolbypassrls AS bypass_rls,
+                (SELECT extversion::text FROM pg_extension WHERE extname = 'citus') AS citus_version,
+                current_setting({}, true) AS propagate_set_commands
          FROM pg_roles WHERE rolname = session_user",
-    )
-    .get_result::<LoginState>(conn)
+        crate::tenant::quote_literal(crate::config::CITUS_PROPAGATE_SET_COMMANDS)
+    ))
+    .get_result::<LoginAndServer>(conn)
     .await?;
+    let login = login_and_server.login;
 
     let schema_usage = diesel::sql_query(
         "SELECT s.schema, r.name AS role,
@@ -441,6 +561,15 @@ pub async fn read(
         .any(|r| r.name == config.admin_role() && r.exists);
     let expected = probe(conn, config, &keys, admin_exists).await?;
 
+    let citus = match login_and_server.citus_version {
+        Some(version) => Some(CitusState {
+            version,
+            propagate_set_commands: login_and_server.propagate_set_commands.unwrap_or_default(),
+            tables: distribution(conn, &granted_schemas, &granted_names).await?,
+        }),
+        None => None,
+    };
+
     Ok(Catalog {
         roles,
         memberships,
@@ -454,7 +583,33 @@ pub async fn read(
         sequence_privileges,
         shared,
         expected,
+        citus,
     })
+}
+
+/// How Citus holds each of the tables (`schemas` and `names` zipped) that exist, in one
+/// query; only on a database with Citus, whose `pg_dist_partition` it reads.
+async fn distribution(
+    conn: &mut AsyncPgConnection,
+    schemas: &[&str],
+    names: &[&str],
+) -> Result<Vec<CitusTable>, diesel::result::Error> {
+    let rows = diesel::sql_query(format!(
+        "SELECT DISTINCT t.schema, t.name, p.partmethod::text AS method, p.repmodel::text AS replication,
+                CASE WHEN p.partmethod IN ('h', 'a', 'r')
+                     THEN column_to_column_name(p.logicalrelid, p.partkey) END AS column,
+                p.colocationid AS colocation
+         FROM {TABLES}
+         JOIN pg_namespace n ON n.nspname = t.schema
+         JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = t.name
+         LEFT JOIN pg_dist_partition p ON p.logicalrelid = c.oid
+         ORDER BY 1, 2"
+    ))
+    .bind::<Array<Text>, _>(schemas)
+    .bind::<Array<Text>, _>(names)
+    .load::<DistributionRow>(conn)
+    .await?;
+    Ok(rows.into_iter().map(DistributionRow::into_table).collect())
 }
 
 /// Creates our policies on temporary tables, one per tenant column and type, reads back

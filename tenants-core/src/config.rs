@@ -10,6 +10,19 @@ use crate::tenant::{InvalidTenantId, Tenant, TenantId};
 /// silently truncated by the server and then never match what the runtime sends.
 pub const MAX_NAME_BYTES: usize = 63;
 
+/// The Citus setting that decides whether `SET LOCAL` reaches the workers (Citus's
+/// default, `none`, forwards neither the role nor the tenant).
+pub(crate) const CITUS_PROPAGATE_SET_COMMANDS: &str = "citus.propagate_set_commands";
+
+/// The value of [`CITUS_PROPAGATE_SET_COMMANDS`] that forwards every `SET LOCAL` of a
+/// transaction to the workers it touches.
+pub(crate) const CITUS_PROPAGATE_LOCAL: &str = "local";
+
+/// The first statement of a scoped transaction in Citus mode, before the role and the
+/// tenant are set, so that both reach the workers. A server without Citus accepts it as a
+/// placeholder setting, which ends with the transaction like any `SET LOCAL`.
+pub(crate) const CITUS_BEGIN_PREFIX: &str = "SET LOCAL citus.propagate_set_commands = 'local'; ";
+
 /// A configuration name that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
@@ -73,6 +86,7 @@ pub struct Config {
     force_rls: bool,
     tenant_type: Option<TenantSqlType>,
     statement_cache: bool,
+    citus: bool,
 }
 
 impl Default for Config {
@@ -86,6 +100,7 @@ impl Default for Config {
             force_rls: true,
             tenant_type: None,
             statement_cache: true,
+            citus: false,
         }
     }
 }
@@ -101,6 +116,7 @@ impl fmt::Debug for Config {
             .field("force_rls", &self.force_rls)
             .field("tenant_type", &self.tenant_type)
             .field("statement_cache", &self.statement_cache)
+            .field("citus", &self.citus)
             .finish()
     }
 }
@@ -227,6 +243,23 @@ impl Config {
         self.force_rls = force;
         self
     }
+
+    /// Whether the contract is the Citus-valid one (default `false`); see
+    /// [`Config::with_citus`].
+    pub fn citus(&self) -> bool {
+        self.citus
+    }
+
+    /// Turns Citus mode on or off. On, the contract is valid on a Citus cluster: the
+    /// policies' expressions are inline (Citus refuses subqueries in policies of
+    /// distributed tables), our roles are created `LOGIN` (Citus opens worker connections
+    /// as the current role), and every scoped transaction begins with `SET LOCAL
+    /// citus.propagate_set_commands = 'local'` so that the role and the tenant reach the
+    /// workers. The README's "Scaling out with Citus" says how to authenticate the roles.
+    pub fn with_citus(mut self, citus: bool) -> Self {
+        self.citus = citus;
+        self
+    }
 }
 
 #[cfg(test)]
@@ -268,6 +301,14 @@ mod tests {
                 .with_setting("app.tenant_id")
                 .map(|c| c.setting().to_string()),
             Ok("app.tenant_id".to_string())
+        );
+    }
+
+    #[test]
+    fn the_citus_prefix_sets_propagation_to_local() {
+        assert_eq!(
+            CITUS_BEGIN_PREFIX,
+            format!("SET LOCAL {CITUS_PROPAGATE_SET_COMMANDS} = '{CITUS_PROPAGATE_LOCAL}'; ")
         );
     }
 }

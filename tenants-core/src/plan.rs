@@ -99,6 +99,7 @@ fn blocks(finding: &Finding) -> bool {
             | Finding::PermissivePolicy { .. }
             | Finding::RoleBypassesRls { .. }
             | Finding::SharedTableMissing { .. }
+            | Finding::SetCommandsNotPropagated { .. }
     )
 }
 
@@ -187,6 +188,20 @@ fn preamble(
             )
         })
         .collect();
+    // Citus mode: a role that exists but cannot log in is made to (one created above is
+    // created LOGIN).
+    changes.extend(
+        roles
+            .iter()
+            .filter(|role| {
+                missing(&Finding::RoleCannotLogin {
+                    role: role.to_string(),
+                })
+            })
+            .map(|role| Change::AllowLogin {
+                role: role.to_string(),
+            }),
+    );
     let grantees = if options.grant_to.is_empty() {
         vec![Grantee::CurrentUser]
     } else {
@@ -342,7 +357,8 @@ fn table_changes(
                     roles: vec![role.clone()],
                 },
             ),
-            // The preamble's part, refused above, or warnings only.
+            // The preamble's part (roles, their login, memberships, schema usage), refused
+            // above, or warnings only.
             Finding::RoleMissing { .. }
             | Finding::RoleNotGranted { .. }
             | Finding::SchemaUsageMissing { .. }
@@ -353,7 +369,13 @@ fn table_changes(
             | Finding::RoleBypassesRls { .. }
             | Finding::SharedTableMissing { .. }
             | Finding::NoTablesMarked
-            | Finding::LoginBypassesRls { .. } => {}
+            | Finding::LoginBypassesRls { .. }
+            | Finding::RoleCannotLogin { .. }
+            | Finding::RoleCanLogin { .. }
+            | Finding::SetCommandsNotPropagated { .. }
+            | Finding::NotDistributedByTenant { .. }
+            | Finding::NotColocated { .. }
+            | Finding::SharedNotReference { .. } => {}
         }
     }
 

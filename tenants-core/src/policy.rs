@@ -13,9 +13,16 @@ use crate::tenant::{quote_ident, quote_literal};
 /// One step of a migration, with an exact inverse.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
-    /// Create a `NOLOGIN` role if it does not exist; the inverse drops it again unless
-    /// something still depends on it (roles are cluster-wide: another database may use it).
+    /// Create a role if it does not exist, `NOLOGIN` (`LOGIN` in Citus mode, whose workers
+    /// are reached as the current role); the inverse drops it again unless something still
+    /// depends on it (roles are cluster-wide: another database may use it).
     CreateRole {
+        /// The role.
+        role: String,
+    },
+    /// `ALTER ROLE .. LOGIN` (Citus mode): Citus opens the connections to the workers as
+    /// the current role, so a transaction that switched to it fails unless it may log in.
+    AllowLogin {
         /// The role.
         role: String,
     },
@@ -111,22 +118,34 @@ pub const SEQUENCE_PRIVILEGES: [&str; 2] = ["USAGE", "SELECT"];
 /// The expression of the isolation policy for `column` of `sql_type` (`USING` and `WITH
 /// CHECK` alike). `(SELECT ...)` makes it an InitPlan, evaluated once per statement;
 /// `NULLIF(.., '')` makes "no tenant" match no row instead of failing the cast.
+///
+/// In Citus mode the setting is read inline: Citus refuses subqueries in the policies of
+/// distributed tables. `current_setting` is `STABLE`, so an index on the tenant column
+/// still serves it as an index condition; where the policy is only a filter it is
+/// evaluated per row (benches/PERFORMANCE.md has the cost), hence not the default.
 pub fn isolation_expression(config: &Config, column: &str, sql_type: TenantSqlType) -> String {
-    format!(
-        "{} = (SELECT NULLIF(current_setting({}, true), '')::{})",
-        quote_ident(column),
+    let setting = format!(
+        "NULLIF(current_setting({}, true), '')::{}",
         quote_literal(config.setting()),
         cast_type(sql_type)
-    )
+    );
+    if config.citus() {
+        format!("{} = {setting}", quote_ident(column))
+    } else {
+        format!("{} = (SELECT {setting})", quote_ident(column))
+    }
 }
 
 /// The expression of the admin policy: true only while the current role *is* the admin
-/// role, not merely a member of it (the login role is a member).
+/// role, not merely a member of it (the login role is a member). Inline in Citus mode, as
+/// [`isolation_expression`].
 pub fn admin_expression(config: &Config) -> String {
-    format!(
-        "(SELECT current_user) = {}",
-        quote_literal(config.admin_role())
-    )
+    let admin = quote_literal(config.admin_role());
+    if config.citus() {
+        format!("current_user = {admin}")
+    } else {
+        format!("(SELECT current_user) = {admin}")
+    }
 }
 
 fn cast_type(sql_type: TenantSqlType) -> &'static str {
@@ -139,9 +158,10 @@ fn cast_type(sql_type: TenantSqlType) -> &'static str {
     }
 }
 
-/// Every change that puts `tables` under the contract from scratch: both roles, their
-/// grants to each of `grant_to`, schema usage, then per table (sorted by schema and name)
-/// RLS, FORCE (unless turned off), both policies and the grants.
+/// Every change that puts `tables` under the contract from scratch: both roles (in Citus
+/// mode allowed to log in, should they exist already), their grants to each of
+/// `grant_to`, schema usage, then per table (sorted by schema and name) RLS, FORCE (unless
+/// turned off), both policies and the grants.
 pub fn setup(config: &Config, tables: &[TableSpec], grant_to: &[Grantee]) -> Vec<Change> {
     let mut tables: Vec<&TableSpec> = tables.iter().collect();
     tables.sort_by(|a, b| a.table.cmp(&b.table));
@@ -155,6 +175,11 @@ pub fn setup(config: &Config, tables: &[TableSpec], grant_to: &[Grantee]) -> Vec
             role: role.to_string(),
         })
         .collect();
+    if config.citus() {
+        changes.extend(roles.iter().map(|role| Change::AllowLogin {
+            role: role.to_string(),
+        }));
+    }
     for member in grant_to {
         changes.extend(roles.iter().map(|role| Change::GrantRole {
             role: role.to_string(),
@@ -342,10 +367,12 @@ impl Change {
     pub fn up(&self, config: &Config) -> String {
         match self {
             Change::CreateRole { role } => format!(
-                "DO $tenants$ BEGIN\n  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = {}) THEN\n    CREATE ROLE {} NOLOGIN;\n  END IF;\nEND $tenants$;",
+                "DO $tenants$ BEGIN\n  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = {}) THEN\n    CREATE ROLE {} {};\n  END IF;\nEND $tenants$;",
                 quote_literal(role),
-                quote_ident(role)
+                quote_ident(role),
+                if config.citus() { "LOGIN" } else { "NOLOGIN" }
             ),
+            Change::AllowLogin { role } => format!("ALTER ROLE {} LOGIN;", quote_ident(role)),
             Change::GrantRole { role, member } => {
                 format!("GRANT {} TO {member};", quote_ident(role))
             }
@@ -411,6 +438,7 @@ impl Change {
                 literal = quote_literal(role),
                 ident = quote_ident(role)
             ),
+            Change::AllowLogin { role } => format!("ALTER ROLE {} NOLOGIN;", quote_ident(role)),
             Change::GrantRole { role, member } => {
                 format!("REVOKE {} FROM {member};", quote_ident(role))
             }
@@ -514,6 +542,40 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON "public"."todo_item" TO "tenants_user", 
 GRANT USAGE, SELECT ON SEQUENCE "public"."todo_item_id_seq" TO "tenants_user", "tenants_admin";
 "#
         );
+    }
+
+    #[test]
+    fn citus_mode_inlines_the_policies_and_lets_the_roles_log_in() {
+        let config = Config::default().with_citus(true);
+        let changes = setup(&config, &[todo_item()], &[Grantee::CurrentUser]);
+        let up = render_up(&config, &changes);
+        assert!(
+            !up.contains("(SELECT NULLIF") && !up.contains("(SELECT current_user)"),
+            "no subquery: {up}"
+        );
+        assert!(up.contains(
+            r#"CREATE POLICY "tenants_isolation" ON "public"."todo_item" AS PERMISSIVE FOR ALL TO PUBLIC
+  USING      ("tenant" = NULLIF(current_setting('tenants.current_tenant', true), '')::text)
+  WITH CHECK ("tenant" = NULLIF(current_setting('tenants.current_tenant', true), '')::text);"#
+        ));
+        assert!(up.contains(
+            r#"USING (current_user = 'tenants_admin') WITH CHECK (current_user = 'tenants_admin');"#
+        ));
+        assert!(up.contains(r#"CREATE ROLE "tenants_user" LOGIN;"#));
+        assert!(
+            up.contains(
+                "ALTER ROLE \"tenants_user\" LOGIN;\nALTER ROLE \"tenants_admin\" LOGIN;\n"
+            )
+        );
+        let down = render_down(&config, &changes);
+        let nologin = down.find(r#"ALTER ROLE "tenants_user" NOLOGIN;"#);
+        let dropped = down.find(r#"DROP ROLE "tenants_user";"#);
+        assert!(
+            matches!((nologin, dropped), (Some(n), Some(d)) if n < d),
+            "{down}"
+        );
+        let plain = Config::default();
+        assert!(!render_up(&plain, &setup(&plain, &[todo_item()], &[])).contains(" LOGIN;"));
     }
 
     #[test]

@@ -27,15 +27,26 @@ impl Scope {
     /// `SET LOCAL` (rather than `SELECT set_config(.., true)`) because a utility statement is
     /// neither planned nor returns a row; both end with the transaction, so nothing can
     /// survive into the next user of a pooled connection.
+    ///
+    /// In Citus mode the batch first sets `citus.propagate_set_commands` to `local`, so
+    /// that the role and the tenant reach the workers the transaction touches.
     pub fn begin_sql(&self, config: &Config) -> String {
+        let citus = if config.citus() {
+            crate::config::CITUS_BEGIN_PREFIX
+        } else {
+            ""
+        };
         match self {
             Scope::Tenant(tenant) => format!(
-                "BEGIN; SET LOCAL ROLE {}; SET LOCAL {} = {}",
+                "BEGIN; {citus}SET LOCAL ROLE {}; SET LOCAL {} = {}",
                 quote_ident(config.tenant_role()),
                 quote_ident(config.setting()),
                 escape_literal(tenant.as_str())
             ),
-            Scope::Admin => format!("BEGIN; SET LOCAL ROLE {}", quote_ident(config.admin_role())),
+            Scope::Admin => format!(
+                "BEGIN; {citus}SET LOCAL ROLE {}",
+                quote_ident(config.admin_role())
+            ),
         }
     }
 }
@@ -54,6 +65,20 @@ mod tests {
         assert_eq!(
             Scope::Admin.begin_sql(&config),
             r#"BEGIN; SET LOCAL ROLE "tenants_admin""#
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn citus_mode_propagates_the_sets_first() -> Result<(), crate::InvalidTenantId> {
+        let config = Config::default().with_citus(true);
+        assert_eq!(
+            Scope::Tenant(Tenant::new("acme")?).begin_sql(&config),
+            r#"BEGIN; SET LOCAL citus.propagate_set_commands = 'local'; SET LOCAL ROLE "tenants_user"; SET LOCAL "tenants.current_tenant" = E'acme'"#
+        );
+        assert_eq!(
+            Scope::Admin.begin_sql(&config),
+            r#"BEGIN; SET LOCAL citus.propagate_set_commands = 'local'; SET LOCAL ROLE "tenants_admin""#
         );
         Ok(())
     }

@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 
-use crate::catalog::{self, Catalog, MarkedTable, PolicyDef, ProbeKey};
+use crate::catalog::{self, Catalog, Distribution, MarkedTable, PolicyDef, ProbeKey};
 use crate::config::Config;
 use crate::policy::{SEQUENCE_PRIVILEGES, TABLE_PRIVILEGES};
 use crate::registry::{RlsTable, SharedTable, TenantSqlType};
@@ -186,6 +186,53 @@ pub enum Finding {
         /// Why.
         bypass: Bypass,
     },
+    /// Citus mode: one of our roles cannot log in, and Citus opens the connections to the
+    /// workers as the current role, so every scoped transaction touching them fails.
+    RoleCannotLogin {
+        /// The role.
+        role: String,
+    },
+    /// Outside Citus mode one of our roles can log in (a warning): nothing needs it, and
+    /// whoever authenticates as it is a tenant, or for the admin role every tenant.
+    RoleCanLogin {
+        /// The role.
+        role: String,
+    },
+    /// On a Citus coordinator, outside Citus mode, marked tables live on the workers but
+    /// `citus.propagate_set_commands` is not `local`: the workers see neither our role nor
+    /// the tenant, so tenant transactions there see and write nothing.
+    SetCommandsNotPropagated {
+        /// The session's value (Citus's default is `none`).
+        value: String,
+    },
+    /// On a Citus coordinator, a marked table is not hash-distributed by its tenant column
+    /// (a warning: isolation holds, but a tenant's rows are not kept together and a
+    /// tenant-filtered query does not route to one node).
+    NotDistributedByTenant {
+        /// The table.
+        table: QualifiedName,
+        /// Its tenant column.
+        column: String,
+        /// How Citus holds it.
+        actual: Distribution,
+    },
+    /// On a Citus coordinator, a marked table distributed by its tenant column is not
+    /// co-located with the other marked tables (a warning: a transaction or join over both
+    /// reaches two nodes for one tenant).
+    NotColocated {
+        /// The table.
+        table: QualifiedName,
+        /// A table of the co-location group most marked tables share.
+        with: QualifiedName,
+    },
+    /// On a Citus coordinator, a `#[shared]` table is not a reference table (a warning: a
+    /// distributed table's join with it cannot run on the workers alone).
+    SharedNotReference {
+        /// The table.
+        table: QualifiedName,
+        /// How Citus holds it.
+        actual: Distribution,
+    },
 }
 
 /// What mends a finding.
@@ -231,15 +278,42 @@ impl Finding {
             Finding::LoginBypassesRls { .. } => {
                 "log in as a role that is only a member of the tenant role".to_string()
             }
+            Finding::RoleCannotLogin { .. } => format!(
+                "{MEND_WITH_GENERATE} (it makes the role LOGIN); restrict its logins to the cluster's nodes in pg_hba.conf (README, \"Scaling out with Citus\")"
+            ),
+            Finding::RoleCanLogin { role } => format!(
+                "as a superuser: `ALTER ROLE \"{role}\" NOLOGIN;` (only Citus mode needs it to log in)"
+            ),
+            Finding::SetCommandsNotPropagated { .. } => format!(
+                "turn on Citus mode (`Config::with_citus(true)` in the application, `--citus` for the CLI): its begin batch sets {} to 'local', its policies have no subqueries (Citus refuses them on distributed tables) and its roles may log in on the workers",
+                crate::config::CITUS_PROPAGATE_SET_COMMANDS
+            ),
+            Finding::NotDistributedByTenant { table, column, .. } => format!(
+                "distribute it by its tenant column, co-located with the other marked tables: `SELECT create_distributed_table('{}', '{}');` (its unique keys must include the column)",
+                table.to_string().replace('\'', "''"),
+                column.replace('\'', "''")
+            ),
+            Finding::NotColocated { table, with } => format!(
+                "`SELECT update_distributed_table_colocation('{}', colocate_with => '{}');`",
+                table.to_string().replace('\'', "''"),
+                with.to_string().replace('\'', "''")
+            ),
+            Finding::SharedNotReference { table, .. } => format!(
+                "`SELECT create_reference_table('{}');`",
+                table.to_string().replace('\'', "''")
+            ),
         }
     }
 
     /// Errors fail `verify`; warnings are reported only.
     pub fn severity(&self) -> Severity {
         match self {
-            Finding::LoginBypassesRls { .. } | Finding::PolicyOnUnmarkedTable { .. } => {
-                Severity::Warning
-            }
+            Finding::LoginBypassesRls { .. }
+            | Finding::PolicyOnUnmarkedTable { .. }
+            | Finding::RoleCanLogin { .. }
+            | Finding::NotDistributedByTenant { .. }
+            | Finding::NotColocated { .. }
+            | Finding::SharedNotReference { .. } => Severity::Warning,
             _ => Severity::Error,
         }
     }
@@ -335,6 +409,51 @@ impl fmt::Display for Finding {
                 "warning: login role \"{login}\" is {}: unscoped queries are not subject to RLS",
                 bypass.describe()
             ),
+            Finding::RoleCannotLogin { role } => write!(
+                f,
+                "role \"{role}\" cannot log in: Citus reaches the workers as the current role, so scoped transactions on distributed tables fail"
+            ),
+            Finding::RoleCanLogin { role } => write!(
+                f,
+                "warning: role \"{role}\" can log in, which only Citus mode needs"
+            ),
+            Finding::SetCommandsNotPropagated { value } => write!(
+                f,
+                "{} is '{value}' and Citus mode is off: the workers see neither the tenant role nor the tenant, so tenant transactions on distributed tables see and write nothing",
+                crate::config::CITUS_PROPAGATE_SET_COMMANDS
+            ),
+            Finding::NotDistributedByTenant {
+                table,
+                column,
+                actual,
+            } => write!(
+                f,
+                "warning: {table}: {}, not distributed by its tenant column \"{column}\": queries do not route to one node",
+                describe_distribution(actual)
+            ),
+            Finding::NotColocated { table, with } => write!(
+                f,
+                "warning: {table}: not co-located with {with}: one tenant's rows of both may live on two nodes"
+            ),
+            Finding::SharedNotReference { table, actual } => write!(
+                f,
+                "warning: {table}: shared table is {}, not a reference table",
+                describe_distribution(actual)
+            ),
+        }
+    }
+}
+
+/// How a table is held, in a finding's words.
+fn describe_distribution(distribution: &Distribution) -> String {
+    match distribution {
+        Distribution::Local => "a local table (unknown to Citus)".to_string(),
+        Distribution::CitusLocal => "a Citus local table".to_string(),
+        Distribution::Reference => "a reference table (every row on every node)".to_string(),
+        Distribution::SingleShard => "a single-shard distributed table".to_string(),
+        Distribution::Hash { column, .. } => format!("distributed by \"{column}\""),
+        Distribution::Other { column } => {
+            format!("append- or range-distributed by \"{column}\"")
         }
     }
 }
@@ -397,10 +516,12 @@ pub fn shared_tables(tables: &[SharedTable]) -> Vec<QualifiedName> {
 
 /// Compares `catalog` with the contract for `tables`; pure, so the CLI shares it.
 ///
-/// Findings come in a fixed order: no table marked, roles, memberships, schema usage, then
-/// per table (sorted) its existence, column, RLS flags, policies and grants, then tables
-/// carrying our policies without being marked, the shared tables, then the login role's
-/// bypass.
+/// Findings come in a fixed order: no table marked, roles (their bypass, then their login
+/// ability), memberships, schema usage, then per table (sorted) its existence, column, RLS
+/// flags, policies and grants, then tables carrying our policies without being marked, the
+/// shared tables, then on a Citus coordinator the propagation setting, the distribution and
+/// co-location of the marked tables and the shared tables' distribution, then the login
+/// role's bypass.
 pub fn compare(config: &Config, tables: &[MarkedTable], catalog: &Catalog) -> VerifyReport {
     let mut findings = Vec::new();
     let our_roles = [config.tenant_role(), config.admin_role()];
@@ -454,6 +575,14 @@ pub fn compare(config: &Config, tables: &[MarkedTable], catalog: &Catalog) -> Ve
                 role: role.name.clone(),
                 bypass,
             });
+        }
+    }
+    for role in catalog.roles.iter().filter(|r| r.exists) {
+        let role_name = role.name.clone();
+        match (config.citus(), role.can_login) {
+            (true, false) => findings.push(Finding::RoleCannotLogin { role: role_name }),
+            (false, true) => findings.push(Finding::RoleCanLogin { role: role_name }),
+            _ => {}
         }
     }
     findings.extend(
@@ -646,6 +775,10 @@ pub fn compare(config: &Config, tables: &[MarkedTable], catalog: &Catalog) -> Ve
         }
     }
 
+    if let Some(citus) = &catalog.citus {
+        compare_citus(config, &tables, citus, &mut findings);
+    }
+
     let login = &catalog.login;
     if let Some(bypass) = bypass_of(login.superuser, login.bypass_rls) {
         findings.push(Finding::LoginBypassesRls {
@@ -654,6 +787,89 @@ pub fn compare(config: &Config, tables: &[MarkedTable], catalog: &Catalog) -> Ve
         });
     }
     VerifyReport { findings }
+}
+
+/// The findings of a Citus coordinator: the propagation setting (outside Citus mode, when
+/// marked tables live on the workers), then per marked table (sorted) its distribution and
+/// co-location, then the shared tables' distribution.
+fn compare_citus(
+    config: &Config,
+    tables: &[&MarkedTable],
+    citus: &catalog::CitusState,
+    findings: &mut Vec<Finding>,
+) {
+    let held: HashMap<&QualifiedName, &Distribution> = citus
+        .tables
+        .iter()
+        .map(|t| (&t.table, &t.distribution))
+        .collect();
+    let marked: Vec<(&MarkedTable, &Distribution)> = tables
+        .iter()
+        .filter_map(|t| held.get(&t.table).map(|d| (*t, *d)))
+        .collect();
+    let on_workers = marked.iter().any(|(_, d)| d.on_workers());
+    if on_workers
+        && !config.citus()
+        && citus.propagate_set_commands != crate::config::CITUS_PROPAGATE_LOCAL
+    {
+        findings.push(Finding::SetCommandsNotPropagated {
+            value: citus.propagate_set_commands.clone(),
+        });
+    }
+
+    // The co-location group most marked tables distributed by tenant share (the first
+    // such table's, on a tie) is the one the others should join.
+    let by_tenant: Vec<(&QualifiedName, i32)> = marked
+        .iter()
+        .filter_map(|(t, d)| match d {
+            Distribution::Hash { column, colocation } if *column == t.key.column => {
+                Some((&t.table, *colocation))
+            }
+            _ => None,
+        })
+        .collect();
+    let mut group_sizes: Vec<(i32, usize, &QualifiedName)> = Vec::new();
+    for (table, group) in &by_tenant {
+        match group_sizes.iter_mut().find(|(g, ..)| g == group) {
+            Some((_, size, _)) => *size += 1,
+            None => group_sizes.push((*group, 1, table)),
+        }
+    }
+    let main_group = group_sizes
+        .iter()
+        .enumerate()
+        .max_by_key(|(i, (_, size, _))| (*size, std::cmp::Reverse(*i)))
+        .map(|(_, (group, _, table))| (*group, (*table).clone()));
+
+    for (table, distribution) in &marked {
+        match distribution {
+            Distribution::Hash { column, colocation } if *column == table.key.column => {
+                if let Some((group, with)) = &main_group
+                    && colocation != group
+                {
+                    findings.push(Finding::NotColocated {
+                        table: table.table.clone(),
+                        with: with.clone(),
+                    });
+                }
+            }
+            other => findings.push(Finding::NotDistributedByTenant {
+                table: table.table.clone(),
+                column: table.key.column.clone(),
+                actual: (*other).clone(),
+            }),
+        }
+    }
+
+    for table in &citus.tables {
+        let is_marked = tables.iter().any(|t| t.table == table.table);
+        if !is_marked && table.distribution != Distribution::Reference {
+            findings.push(Finding::SharedNotReference {
+                table: table.table.clone(),
+                actual: table.distribution.clone(),
+            });
+        }
+    }
 }
 
 /// Why a role is not subject to RLS, if it is not. A superuser has BYPASSRLS too; the
