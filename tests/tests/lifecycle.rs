@@ -412,7 +412,7 @@ async fn tampered_exports_are_refused_and_nothing_is_written() {
     let other_tenant = source.out("other_tenant");
     tampered(&out, &other_tenant, |dir, manifest| {
         let file = file_of(dir, manifest, "p_project");
-        edit_line(&file, 2, "\"tenant\":\"acme\"", "\"tenant\":\"globex\"");
+        edit_line(&file, 2, "\"tenant\" : \"acme\"", "\"tenant\" : \"globex\"");
         let (sha256, _) = file_sha256(&file).expect("checksum");
         if let Some(t) = manifest.tables.iter_mut().find(|t| t.name == "p_project") {
             t.sha256 = sha256;
@@ -435,7 +435,7 @@ async fn tampered_exports_are_refused_and_nothing_is_written() {
     let changed = source.out("changed");
     tampered(&out, &changed, |dir, manifest| {
         let file = file_of(dir, manifest, "a_task");
-        edit_line(&file, 1, "\"done\":\"", "\"done\":\"t");
+        edit_line(&file, 1, "\"done\" : \"", "\"done\" : \"t");
     });
     match lifecycle::import_tenant(&target.pool, &target.tables, kind.a, &changed).await {
         Err(LifecycleError::Checksum { table, .. }) => assert_eq!(table.name, "a_task"),
@@ -456,6 +456,27 @@ async fn tampered_exports_are_refused_and_nothing_is_written() {
             assert!(differences.contains("\"score\""), "{differences}");
         }
         other => panic!("expected a column mismatch, got {other:?}"),
+    }
+    nothing_in_target();
+
+    // A row without one of the columns, the checksum made to match.
+    let short_row = source.out("short_row");
+    tampered(&out, &short_row, |dir, manifest| {
+        let file = file_of(dir, manifest, "p_project");
+        edit_line(&file, 3, "\"score\" : \"0.1\", ", "");
+        let (sha256, _) = file_sha256(&file).expect("checksum");
+        if let Some(t) = manifest.tables.iter_mut().find(|t| t.name == "p_project") {
+            t.sha256 = sha256;
+        }
+    });
+    match lifecycle::import_tenant(&target.pool, &target.tables, kind.a, &short_row).await {
+        Err(LifecycleError::RowRefused {
+            table, row, reason, ..
+        }) => {
+            assert_eq!((table.name.as_str(), row), ("p_project", 3));
+            assert_eq!(reason, "column \"score\" is missing");
+        }
+        other => panic!("expected a refused row, got {other:?}"),
     }
     nothing_in_target();
 

@@ -102,20 +102,23 @@ async fn export_table(
     let mut writer = HashingWriter::new(BufWriter::with_capacity(1 << 16, created), path.clone());
 
     // Each row as one JSON object of text values, built by the server in table order:
-    // `{"id":"1","name":"a"}`. `to_json(text)` escapes; a SQL NULL becomes `null`.
-    let fields: Vec<String> = table
+    // `{"id" : "1", "name" : "a"}`; a SQL NULL becomes `null`. (`json_object` of two
+    // arrays was the fastest form measured, ahead of concatenating `to_json` values.)
+    let keys: Vec<String> = table
         .columns
         .iter()
-        .map(|c| {
-            let key = serde_json::to_string(&c.name).unwrap_or_default();
-            format!(
-                "{} || COALESCE(to_json({}::text)::text, 'null')",
-                escape_literal(&format!("{key}:")),
-                quote_ident(&c.name)
-            )
-        })
+        .map(|c| escape_literal(&c.name))
         .collect();
-    let row = format!("'{{' || {} || '}}'", fields.join(" || ',' || "));
+    let values: Vec<String> = table
+        .columns
+        .iter()
+        .map(|c| format!("{}::text", quote_ident(&c.name)))
+        .collect();
+    let row = format!(
+        "json_object(ARRAY[{}]::text[], ARRAY[{}]::text[])::text",
+        keys.join(", "),
+        values.join(", ")
+    );
     conn.batch_execute(&format!(
         "DECLARE tenants_export NO SCROLL CURSOR FOR SELECT {row} AS line FROM {}{}",
         table.sql_name(),
