@@ -111,9 +111,9 @@ impl fmt::Display for IsolationReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "isolation check of {} #[with_rls] tables: {} failures",
-            self.tables,
-            self.failures.len()
+            "isolation check of {}: {}",
+            plural(self.tables, "#[with_rls] table"),
+            plural(self.failures.len(), "failure")
         )?;
         for failure in &self.failures {
             write!(f, "\n  {failure}")?;
@@ -875,11 +875,16 @@ impl<'c> TableCheck<'c> {
 
 /// `1 row`, `2 rows`.
 fn rows(n: impl fmt::Display) -> String {
+    plural(n, "row")
+}
+
+/// `n` `thing`s: `1 row`, `2 rows`.
+fn plural(n: impl fmt::Display, thing: &str) -> String {
     let n = n.to_string();
     if n == "1" {
-        "1 row".into()
+        format!("1 {thing}")
     } else {
-        format!("{n} rows")
+        format!("{n} {thing}s")
     }
 }
 
