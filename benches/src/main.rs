@@ -1,7 +1,7 @@
 //! Benchmarks of `tenants`, each against a fresh database on `DATABASE_URL`:
 //!
 //! ```text
-//! cargo run --release -p tenants-bench -- <tenant_tx|round_trips|rls_scan|cli_diff|all> [--duration SECONDS] [--smoke]
+//! cargo run --release -p tenants-bench -- <tenant_tx|round_trips|rls_scan|cli_diff|lifecycle|all> [--duration SECONDS] [--smoke]
 //! ```
 //!
 //! Each benchmark prints its progress and figures and ends with one line
@@ -11,6 +11,7 @@
 mod cli_diff;
 mod db;
 mod error;
+mod lifecycle;
 mod rls_scan;
 mod round_trips;
 mod stats;
@@ -53,7 +54,9 @@ enum Bench {
     RlsScan,
     /// Wall time of `tenants diff` and `tenants check` on 500 against 50 marked tables.
     CliDiff,
-    /// All four, one after the other.
+    /// Export and import throughput of one tenant's 1M rows against a plain COPY.
+    Lifecycle,
+    /// All five, one after the other.
     All,
 }
 
@@ -64,6 +67,7 @@ impl Bench {
             Bench::RoundTrips => "round_trips",
             Bench::RlsScan => "rls_scan",
             Bench::CliDiff => "cli_diff",
+            Bench::Lifecycle => "lifecycle",
             Bench::All => "all",
         }
     }
@@ -74,6 +78,7 @@ impl Bench {
             Bench::RoundTrips => round_trips::run(smoke).await,
             Bench::RlsScan => rls_scan::run(duration, smoke).await,
             Bench::CliDiff => cli_diff::run(duration, smoke).await,
+            Bench::Lifecycle => lifecycle::run(smoke).await,
             Bench::All => unreachable!("`all` is expanded by main"),
         }
     }
@@ -93,6 +98,7 @@ async fn main() -> ExitCode {
             Bench::RoundTrips,
             Bench::RlsScan,
             Bench::CliDiff,
+            Bench::Lifecycle,
         ],
         one => vec![one],
     };

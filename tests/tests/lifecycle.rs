@@ -394,6 +394,22 @@ fn file_of(dir: &Path, manifest: &Manifest, table: &str) -> PathBuf {
     dir.join(&entry.file)
 }
 
+/// Edits row `line` of `p_project`'s file and makes the manifest's checksum match it.
+fn edit_row_keeping_checksum(
+    dir: &Path,
+    manifest: &mut Manifest,
+    line: usize,
+    from: &str,
+    to: &str,
+) {
+    let file = file_of(dir, manifest, "p_project");
+    edit_line(&file, line, from, to);
+    let (sha256, _) = file_sha256(&file).expect("checksum");
+    if let Some(t) = manifest.tables.iter_mut().find(|t| t.name == "p_project") {
+        t.sha256 = sha256;
+    }
+}
+
 #[tokio::test]
 async fn tampered_exports_are_refused_and_nothing_is_written() {
     let kind = TEXT;
@@ -411,12 +427,13 @@ async fn tampered_exports_are_refused_and_nothing_is_written() {
     // first, then the policy refuses the row, and everything is rolled back.
     let other_tenant = source.out("other_tenant");
     tampered(&out, &other_tenant, |dir, manifest| {
-        let file = file_of(dir, manifest, "p_project");
-        edit_line(&file, 2, "\"tenant\" : \"acme\"", "\"tenant\" : \"globex\"");
-        let (sha256, _) = file_sha256(&file).expect("checksum");
-        if let Some(t) = manifest.tables.iter_mut().find(|t| t.name == "p_project") {
-            t.sha256 = sha256;
-        }
+        edit_row_keeping_checksum(
+            dir,
+            manifest,
+            2,
+            "\"tenant\" : \"acme\"",
+            "\"tenant\" : \"globex\"",
+        );
     });
     match lifecycle::import_tenant(&target.pool, &target.tables, kind.a, &other_tenant).await {
         Err(LifecycleError::RowRefused {
@@ -462,12 +479,7 @@ async fn tampered_exports_are_refused_and_nothing_is_written() {
     // A row without one of the columns, the checksum made to match.
     let short_row = source.out("short_row");
     tampered(&out, &short_row, |dir, manifest| {
-        let file = file_of(dir, manifest, "p_project");
-        edit_line(&file, 3, "\"score\" : \"0.1\", ", "");
-        let (sha256, _) = file_sha256(&file).expect("checksum");
-        if let Some(t) = manifest.tables.iter_mut().find(|t| t.name == "p_project") {
-            t.sha256 = sha256;
-        }
+        edit_row_keeping_checksum(dir, manifest, 3, "\"score\" : \"0.1\", ", "");
     });
     match lifecycle::import_tenant(&target.pool, &target.tables, kind.a, &short_row).await {
         Err(LifecycleError::RowRefused {
