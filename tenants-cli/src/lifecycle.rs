@@ -86,6 +86,13 @@ enum Failure {
     /// No async runtime.
     #[error("cannot start the runtime: {0}")]
     Runtime(std::io::Error),
+    /// The sources mark no table: an operation over "every marked table" would silently
+    /// do nothing (marks lost to `diesel print-schema` look exactly like this).
+    #[error(
+        "no #[with_rls] table in {}\nhint: point --crate-dir at the crate holding the marked tables",
+        .0.display()
+    )]
+    NothingMarked(PathBuf),
 }
 
 /// Runs `command`: results on stdout, errors on stderr; returns the exit code.
@@ -115,6 +122,9 @@ fn execute(command: Command) -> Result<ExitCode, Failure> {
     let marked = sources::marks(&options.crate_dir, &options.schema)
         .map_err(CliError::from)?
         .tables;
+    if marked.is_empty() {
+        return Err(Failure::NothingMarked(options.crate_dir.join("src")));
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -183,6 +183,20 @@ fn errors_exit_2_with_one_message() {
     assert!(run.stderr.starts_with("error: "), "{}", run.stderr);
     assert!(run.stderr.contains("manifest.json"), "{}", run.stderr);
 
+    // Lost marks must not look like an empty database: refused before any I/O.
+    fx.source("pub fn nothing_marked() {}\n");
+    for args in [&["list"][..], &["purge", "--tenant", "acme", "--yes"]] {
+        let run = fx.tenants(args);
+        assert_exit(&run, 2, "a crate without marks");
+        assert!(
+            run.stderr.starts_with("error: no #[with_rls] table in "),
+            "{}",
+            run.stderr
+        );
+    }
+    assert_ne!(fingerprint(&fx, "acme"), "");
+    fx.source(MARKED);
+
     let run = fx.tenants_at("postgres://postgres@127.0.0.1:1/nowhere", &["list"]);
     assert_exit(&run, 2, "list without a server");
     assert!(run.stderr.starts_with("error: "), "{}", run.stderr);
