@@ -17,6 +17,12 @@ pub enum Error {
     /// The tenant id was rejected before anything was sent to the database.
     #[error("invalid tenant id: {0}")]
     InvalidTenantId(#[from] InvalidTenantId),
+    /// A tenant filter (`ScopedDsl::scoped`) was asked of an admin scope, which has no
+    /// tenant.
+    #[error(
+        "no tenant to filter by: this is an admin transaction (filter admin queries explicitly, or open a tenant transaction)"
+    )]
+    NotTenantScoped,
     /// A configured name is unusable.
     #[error("invalid configuration: {0}")]
     Config(#[from] ConfigError),
@@ -73,6 +79,7 @@ impl fmt::Debug for Error {
         }
         match self {
             Error::InvalidTenantId(e) => f.debug_tuple("InvalidTenantId").field(e).finish(),
+            Error::NotTenantScoped => f.write_str("NotTenantScoped"),
             Error::Config(e) => f.debug_tuple("Config").field(e).finish(),
             Error::Database(e) => f.debug_tuple("Database").field(e).finish(),
             Error::Connect { target, reason } => f

@@ -4,6 +4,8 @@
 pub use diesel;
 pub use inventory;
 
+pub use crate::scoped::TenantTable;
+
 use crate::registry::TenantSqlType;
 
 /// Maps a Diesel SQL type to the tenant column type it can hold.

@@ -36,14 +36,16 @@ fn is_malformed_table(item: TokenStream) -> bool {
     }
 }
 
-/// Table form: every fact is known from the `table!` tokens.
+/// Table form: every fact is known from the `table!` tokens. The table also gets the
+/// typed tenant filter (`todo_item::table.scoped(&conn)`), through `TenantTable`.
 fn expand_table(table: &MarkedTable) -> TokenStream {
     let MarkedTable {
         schema,
         name,
+        module,
+        column,
         column_sql_name,
         sql_type,
-        ..
     } = table;
     let sql_type = sql_type_variant(*sql_type);
     quote! {
@@ -54,6 +56,9 @@ fn expand_table(table: &MarkedTable) -> TokenStream {
                 tenant_column: #column_sql_name,
                 sql_type: ::tenants_core::registry::TenantSqlType::#sql_type,
             }
+        }
+        impl ::tenants_core::__private::TenantTable for #module::table {
+            type TenantColumn = #module::#column;
         }
     }
 }

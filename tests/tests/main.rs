@@ -12,6 +12,7 @@ mod pgbouncer;
 mod pool_hygiene;
 mod registry;
 mod round_trips;
+mod scoped;
 mod soak;
 mod threats;
 mod verify;
