@@ -51,7 +51,7 @@ pub async fn run(duration: Duration, smoke: bool) -> Result<String> {
         Duration::from_secs(1)
     };
     println!(
-        "A: TenantPool::tenant (its recycle check) on item_rls; B: diesel-async bb8 pool (default check, SELECT 1), BEGIN, on item_plain"
+        "A: TenantPool::tenant (no checkout statement: the begin batch sets role and tenant) on item_rls; B: diesel-async bb8 pool (default check, SELECT 1), BEGIN, on item_plain"
     );
     println!(
         "{TASKS} tasks, pools of {POOL_SIZE} (same bb8 settings), {ROUNDS} rounds of A and B, {:.2} s per side per round; warm-up {:.1} s per side",

@@ -82,8 +82,9 @@ pub async fn setup(db: &BenchDb, per_tenant: u64) -> Result<()> {
 }
 
 /// The two pools, built with the same bb8 settings and logging in as [`OWNER`]: the
-/// library's pool (its recycle check) and a plain diesel-async pool (its default check,
-/// `SELECT 1`). Each checkout costs one query in both.
+/// library's pool (a tenant checkout sends nothing, its begin batch sets role and tenant;
+/// a plain checkout runs its recycle check) and a plain diesel-async pool (its default
+/// check, `SELECT 1`, on every checkout).
 pub struct Pools {
     /// The tenant side.
     pub tenant: TenantPool,

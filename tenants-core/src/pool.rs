@@ -40,6 +40,13 @@ where
     type Fut = Fut;
 }
 
+tokio::task_local! {
+    /// Set while [`TenantPool`] checks out a connection for a tenant or admin transaction,
+    /// whose begin batch makes the recycle check unnecessary (see [`TenantPool::begin`]).
+    /// bb8 runs the check inside the checkout's own future, so the recycle callback sees it.
+    static SCOPED_CHECKOUT: ();
+}
+
 /// A bb8 pool whose connections are handed out inside tenant or admin transactions.
 ///
 /// ```no_run
@@ -169,11 +176,15 @@ impl TenantPool {
         }
     }
 
-    /// A manager configuration whose recycle check refuses, before reuse, a connection whose
-    /// current role is not its login role or whose tenant setting is not empty: such a
-    /// connection is closed and replaced instead of being handed to the next caller. The
-    /// check replaces diesel-async's default `SELECT 1`, so it costs no extra round trip.
-    /// New connections are opened with [`crate::establish`]'s error reporting.
+    /// A manager configuration whose recycle check refuses, before a plain checkout
+    /// ([`TenantPool::unscoped`], `pool().get()`), a connection whose current role is not its
+    /// login role, whose tenant setting is not empty, or which is inside a transaction that
+    /// wrote (with the statement cache off: inside any transaction): such a connection is
+    /// closed and replaced instead of being handed to the next caller. The check replaces
+    /// diesel-async's default `SELECT 1`, so it costs no extra round trip. Tenant and admin
+    /// checkouts skip it: their begin batch sets role and tenant itself. Keep bb8's
+    /// `test_on_check_out` on (its default), or plain checkouts go unchecked. New
+    /// connections are opened with [`crate::establish`]'s error reporting.
     pub fn manager_config(config: &Config) -> ManagerConfig<AsyncPgConnection> {
         Self::manager_config_recording(config, None)
     }
@@ -191,6 +202,9 @@ impl TenantPool {
         let mut manager_config = ManagerConfig::default();
         manager_config.recycling_method =
             RecyclingMethod::CustomFunction(Box::new(move |conn: &mut AsyncPgConnection| {
+                if SCOPED_CHECKOUT.try_with(|()| ()).is_ok() {
+                    return Box::pin(async { Ok(()) });
+                }
                 let check = check.clone();
                 let prepared = prepared.clone();
                 Box::pin(async move {
@@ -298,18 +312,59 @@ impl TenantPool {
         self.begin(Scope::Admin).await
     }
 
+    /// Checks out a connection without the recycle check and begins `scope`'s transaction.
+    ///
+    /// The begin batch sets the role and the tenant setting itself (the admin one clears
+    /// the setting), overriding whatever session-level `SET ROLE` or `set_config(.., false)`
+    /// earlier code left behind, and both end with the transaction: so these checkouts send
+    /// no statement before the batch (see benches/PERFORMANCE.md). A plain checkout
+    /// ([`TenantPool::unscoped`], `pool().get()`, `verify`) still runs the check.
+    ///
+    /// When the batch fails, the connection is never handed back in the state it leaves:
+    /// a `ROLLBACK` ends the transaction block the batch opened, or found left aborted by
+    /// raw SQL, and the begin is tried once more on the same connection (a left-over block
+    /// was the cause: it now succeeds; the batch itself is wrong, say a missing role: the
+    /// error is returned, the connection clean). A connection that does not answer the
+    /// `ROLLBACK` is lost (the server restarted, the backend was terminated): it is
+    /// discarded and the begin retried on another, as often as the pool has connections.
     async fn begin(&self, scope: Scope) -> Result<TenantConnection, Error> {
-        let mut conn = self
-            .pool
-            .get_owned()
-            .await
-            .map_err(|e| self.checkout_error(e))?;
-        AnsiTransactionManager::begin_transaction_sql(&mut *conn, &scope.begin_sql(&self.config))
-            .await?;
-        Ok(TenantConnection {
-            conn: Some(conn),
-            scope,
-        })
+        let sql = scope.begin_sql(&self.config);
+        let mut lost_left = self.pool.config().max_size;
+        loop {
+            let mut conn = SCOPED_CHECKOUT
+                .scope((), self.pool.get_owned())
+                .await
+                .map_err(|e| self.checkout_error(e))?;
+            let mut rolled_back = false;
+            let error = loop {
+                let error =
+                    match AnsiTransactionManager::begin_transaction_sql(&mut *conn, &sql).await {
+                        Ok(()) => {
+                            return Ok(TenantConnection {
+                                conn: Some(conn),
+                                scope,
+                            });
+                        }
+                        Err(error) => error,
+                    };
+                if conn.batch_execute("ROLLBACK").await.is_err() {
+                    break error;
+                }
+                if rolled_back {
+                    return Err(error.into());
+                }
+                rolled_back = true;
+            };
+            // Lost: bb8 closes a connection whose transaction manager is in error when it is
+            // dropped.
+            AnsiTransactionManager::transaction_manager_status_mut(&mut *conn).set_in_error();
+            drop(conn);
+            if lost_left == 0 {
+                return Err(error.into());
+            }
+            lost_left -= 1;
+            tracing::warn!(%error, "discarded a lost pooled connection; beginning on another");
+        }
     }
 
     /// Runs `f` in a transaction as `tenant`: commits when it returns `Ok`, rolls back when
@@ -397,13 +452,15 @@ fn clean_check_sql(config: &Config) -> String {
     )
 }
 
-/// The check as one `SELECT` for the extended protocol, true when clean. It cannot see a
-/// transaction left open by raw SQL (`now() <> statement_timestamp()` holds for every
-/// extended-protocol statement); one opened through diesel's transaction manager makes
-/// bb8 discard the connection before this runs (`has_broken`).
+/// The check as one `SELECT` for the extended protocol, true when clean. Of a transaction
+/// left open by raw SQL it sees one that wrote (it has a transaction id); not one that only
+/// read (`now() <> statement_timestamp()` holds for every extended-protocol statement). One
+/// opened through diesel's transaction manager makes bb8 discard the connection before
+/// this runs (`has_broken`).
 fn clean_check_prepared_sql(config: &Config) -> String {
     format!(
-        "SELECT current_user = session_user AND coalesce(current_setting({}, true), '') = ''",
+        "SELECT current_user = session_user AND coalesce(current_setting({}, true), '') = '' \
+         AND pg_current_xact_id_if_assigned() IS NULL",
         quote_literal(config.setting())
     )
 }
@@ -608,9 +665,17 @@ impl AsyncTenantTransactionExt for AsyncPgConnection {
         E: From<Error> + Send + 'a,
         R: Send + 'a,
     {
-        AnsiTransactionManager::begin_transaction_sql(self, &scope.begin_sql(config))
-            .await
-            .map_err(Error::from)?;
+        if let Err(error) =
+            AnsiTransactionManager::begin_transaction_sql(self, &scope.begin_sql(config)).await
+        {
+            if matches!(error, DieselError::DatabaseError(..)) {
+                // The server may hold a transaction block the batch opened (or found
+                // aborted) and diesel does not know of: end it, so the connection stays
+                // usable. Best effort: a lost connection fails this too.
+                let _ = self.batch_execute("ROLLBACK").await;
+            }
+            return Err(Error::from(error).into());
+        }
         let result = f(&mut *self).await;
         finish(self, result).await
     }

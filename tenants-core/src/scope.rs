@@ -26,7 +26,10 @@ impl Scope {
     ///
     /// `SET LOCAL` (rather than `SELECT set_config(.., true)`) because a utility statement is
     /// neither planned nor returns a row; both end with the transaction, so nothing can
-    /// survive into the next user of a pooled connection.
+    /// survive into the next user of a pooled connection. Role and setting are set every
+    /// time (the admin scope sets the setting to `''`, no tenant), so the batch overrides a
+    /// session-level `SET ROLE` or `set_config(.., false)` that earlier code left on the
+    /// connection: this is why [`crate::TenantPool`] checks no connection before it.
     ///
     /// In Citus mode the batch first sets `citus.propagate_set_commands` to `local`, so
     /// that the role and the tenant reach the workers the transaction touches.
@@ -43,9 +46,12 @@ impl Scope {
                 quote_ident(config.setting()),
                 escape_literal(tenant.as_str())
             ),
+            // The setting is cleared too: the batch is self-sufficient, overriding a
+            // session-level `set_config(.., false)` left on the connection.
             Scope::Admin => format!(
-                "BEGIN; {citus}SET LOCAL ROLE {}",
-                quote_ident(config.admin_role())
+                "BEGIN; {citus}SET LOCAL ROLE {}; SET LOCAL {} = ''",
+                quote_ident(config.admin_role()),
+                quote_ident(config.setting())
             ),
         }
     }
@@ -64,7 +70,7 @@ mod tests {
         );
         assert_eq!(
             Scope::Admin.begin_sql(&config),
-            r#"BEGIN; SET LOCAL ROLE "tenants_admin""#
+            r#"BEGIN; SET LOCAL ROLE "tenants_admin"; SET LOCAL "tenants.current_tenant" = ''"#
         );
         Ok(())
     }
@@ -78,7 +84,7 @@ mod tests {
         );
         assert_eq!(
             Scope::Admin.begin_sql(&config),
-            r#"BEGIN; SET LOCAL citus.propagate_set_commands = 'local'; SET LOCAL ROLE "tenants_admin""#
+            r#"BEGIN; SET LOCAL citus.propagate_set_commands = 'local'; SET LOCAL ROLE "tenants_admin"; SET LOCAL "tenants.current_tenant" = ''"#
         );
         Ok(())
     }

@@ -1,7 +1,7 @@
 //! Scoped transactions on a synchronous `diesel::PgConnection`.
 
 use diesel::PgConnection;
-use diesel::connection::{AnsiTransactionManager, TransactionManager};
+use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
 
 use crate::config::Config;
 use crate::error::Error;
@@ -92,8 +92,17 @@ impl TenantTransactionExt for PgConnection {
         F: FnOnce(&mut Self) -> Result<T, E>,
         E: From<Error>,
     {
-        AnsiTransactionManager::begin_transaction_sql(self, &scope.begin_sql(config))
-            .map_err(Error::from)?;
+        if let Err(error) =
+            AnsiTransactionManager::begin_transaction_sql(self, &scope.begin_sql(config))
+        {
+            if matches!(error, diesel::result::Error::DatabaseError(..)) {
+                // The server may hold a transaction block the batch opened (or found
+                // aborted) and diesel does not know of: end it, so the connection stays
+                // usable. Best effort: a lost connection fails this too.
+                let _ = self.batch_execute("ROLLBACK");
+            }
+            return Err(Error::from(error).into());
+        }
         match f(self) {
             Ok(value) => {
                 AnsiTransactionManager::commit_transaction(self).map_err(Error::from)?;

@@ -100,3 +100,29 @@ async fn a_statement_timeout_is_an_error_and_the_connection_stays_usable_and_cle
         .expect("no timeout left over");
     conn.commit().await.expect("commit");
 }
+
+/// Tenant checkouts run no liveness check: an idle pooled connection whose backend is gone
+/// (terminated here; after a server restart every idle one is) fails its begin batch, is
+/// discarded, and the begin is retried on a new connection: the caller never sees it.
+/// (Fails if a begin that lost its connection is not retried.)
+#[tokio::test]
+async fn a_dead_idle_connection_is_replaced_without_the_caller_noticing() {
+    let (db, pool) = prepared().await;
+    let mut conn = pool.tenant("acme").await.expect("tenant");
+    let before = session_of(&mut conn).await.expect("session").pid;
+    conn.commit().await.expect("commit");
+    tenants_tests::count(
+        &mut db.connect(),
+        &format!("SELECT count(*) AS n FROM (SELECT pg_terminate_backend({before}, 5000)) t"),
+    );
+    for scope in ["tenant", "admin"] {
+        let mut conn = match scope {
+            "tenant" => pool.tenant("globex").await,
+            _ => pool.admin().await,
+        }
+        .unwrap_or_else(|e| panic!("{scope} after the backend died: {e}"));
+        let after = session_of(&mut conn).await.expect("session");
+        assert_ne!(after.pid, before, "{scope}: a new backend");
+        conn.commit().await.expect("commit");
+    }
+}

@@ -6,7 +6,7 @@ use diesel_async::RunQueryDsl;
 use tenants_core::{Config, Error, TenantPool, policy};
 use tenants_tests::{TestDb, batch_locked};
 
-use crate::common::{checkout_session, pool, session_of};
+use crate::common::{Session, checkout_session, pool, session_of};
 
 async fn prepared() -> (TestDb, TenantPool) {
     let db = TestDb::new();
@@ -164,4 +164,233 @@ async fn without_the_statement_cache_a_raw_transaction_left_open_is_discarded() 
             .is_err(),
         "no transaction is open on the new connection"
     );
+}
+
+/// A plain checkout of the pool's only connection, to leave dirt on it.
+async fn on_a_plain_checkout(pool: &TenantPool, sql: &str) -> i32 {
+    let mut conn = pool.unscoped().await.expect("checkout");
+    let pid = session_of(&mut conn).await.expect("session").pid;
+    let _ = diesel_async::SimpleAsyncConnection::batch_execute(&mut *conn, sql).await;
+    pid
+}
+
+/// The session of a scoped transaction, committed.
+async fn scoped_session(pool: &TenantPool, tenant: Option<&str>) -> Session {
+    let mut conn = match tenant {
+        Some(tenant) => pool.tenant(tenant).await.expect("tenant"),
+        None => pool.admin().await.expect("admin"),
+    };
+    let session = session_of(&mut conn).await.expect("session");
+    conn.commit().await.expect("commit");
+    session
+}
+
+/// Tenant and admin checkouts run no recycle check: their begin batch sets role and tenant
+/// itself, overriding a session-level `SET ROLE` left behind. A plain checkout still checks.
+/// (Fails if the batch's `SET LOCAL ROLE` goes, or the plain check's role test.)
+#[tokio::test]
+async fn a_session_role_left_behind_is_overridden_in_scopes_and_refused_plain() {
+    let (_db, pool) = prepared().await;
+    let home = checkout_session(&pool).await;
+    let dirty = on_a_plain_checkout(&pool, "SET ROLE tenants_admin").await;
+    let tenant = scoped_session(&pool, Some("acme")).await;
+    assert_eq!(
+        (tenant.pid, tenant.role.as_str(), tenant.tenant.as_str()),
+        (dirty, "tenants_user", "acme"),
+        "the same connection, scoped as asked"
+    );
+    let admin = scoped_session(&pool, None).await;
+    assert_eq!(
+        (admin.pid, admin.role.as_str(), admin.tenant.as_str()),
+        (dirty, "tenants_admin", "")
+    );
+    let plain = checkout_session(&pool).await;
+    assert_ne!(
+        plain.pid, dirty,
+        "a plain checkout refuses the dirty connection"
+    );
+    assert_eq!((plain.role, plain.tenant), (home.role, String::new()));
+}
+
+/// A session-level tenant (`set_config(.., false)`), here left by code inside a tenant
+/// transaction: a later tenant transaction sets its own, an admin transaction clears it, a
+/// plain checkout refuses the connection. (Fails if the admin batch stops clearing the
+/// setting, or the plain check's setting test goes.)
+#[tokio::test]
+async fn a_session_tenant_left_behind_is_overridden_in_scopes_and_refused_plain() {
+    let (_db, pool) = prepared().await;
+    let mut conn = pool.tenant("acme").await.expect("tenant");
+    let dirty = session_of(&mut conn).await.expect("session").pid;
+    diesel::sql_query("SELECT set_config('tenants.current_tenant', 'acme', false)")
+        .execute(&mut conn)
+        .await
+        .expect("session-level set_config");
+    conn.commit().await.expect("commit");
+
+    let admin = scoped_session(&pool, None).await;
+    assert_eq!((admin.pid, admin.tenant.as_str()), (dirty, ""));
+    let globex = scoped_session(&pool, Some("globex")).await;
+    assert_eq!((globex.pid, globex.tenant.as_str()), (dirty, "globex"));
+    let plain = checkout_session(&pool).await;
+    assert_ne!(
+        plain.pid, dirty,
+        "a plain checkout refuses the dirty connection"
+    );
+    assert_eq!(plain.tenant, "");
+}
+
+async fn with_log(db: &TestDb) {
+    diesel::connection::SimpleConnection::batch_execute(
+        &mut db.connect(),
+        "CREATE TABLE log (v text); GRANT ALL ON log TO tenants_user, tenants_admin",
+    )
+    .expect("table");
+}
+
+async fn logged(pool: &TenantPool) -> String {
+    pool.admin_transaction(async |conn| {
+        diesel::sql_query("SELECT coalesce(string_agg(v, ',' ORDER BY v), '') AS v FROM log")
+            .get_result::<Log>(conn)
+            .await
+            .map_err(Error::from)
+    })
+    .await
+    .expect("read the log")
+    .v
+}
+
+/// A raw `BEGIN` left open by a plain checkout, with a write: the next plain checkout
+/// refuses the connection (the check sees the transaction id), and the write is lost with
+/// it. (Fails if the check's `pg_current_xact_id_if_assigned() IS NULL` goes.)
+#[tokio::test]
+async fn a_raw_transaction_that_wrote_is_refused_by_a_plain_checkout() {
+    let (db, pool) = prepared().await;
+    with_log(&db).await;
+    let dirty = on_a_plain_checkout(&pool, "BEGIN; INSERT INTO log VALUES ('left open')").await;
+    let plain = checkout_session(&pool).await;
+    assert_ne!(
+        plain.pid, dirty,
+        "the connection left in a transaction was replaced"
+    );
+    assert_eq!(
+        logged(&pool).await,
+        "",
+        "its uncommitted write went with it"
+    );
+}
+
+/// What a raw `BEGIN` left open means for the next tenant transaction, which checks
+/// nothing first: PostgreSQL only warns about our `BEGIN`, our `SET LOCAL`s apply inside
+/// the left-over transaction and our `COMMIT` ends it, with whatever it wrote (the
+/// documented price of checking nothing; see benches/PERFORMANCE.md). Nothing survives the
+/// commit: the connection is clean and outside any transaction again.
+#[tokio::test]
+async fn a_raw_transaction_left_open_is_ended_by_the_next_scoped_one() {
+    let (db, pool) = prepared().await;
+    with_log(&db).await;
+    let dirty = on_a_plain_checkout(&pool, "BEGIN; INSERT INTO log VALUES ('left open')").await;
+    let tenant = scoped_session(&pool, Some("acme")).await;
+    assert_eq!(
+        (tenant.pid, tenant.role.as_str(), tenant.tenant.as_str()),
+        (dirty, "tenants_user", "acme")
+    );
+    let mut conn = pool.unscoped().await.expect("checkout");
+    let after = session_of(&mut conn).await.expect("session");
+    assert_eq!(after.pid, dirty, "clean again, so the plain check kept it");
+    assert!(
+        diesel_async::SimpleAsyncConnection::batch_execute(&mut *conn, "SAVEPOINT probe")
+            .await
+            .is_err(),
+        "no transaction is open any more"
+    );
+    drop(conn);
+    assert_eq!(
+        logged(&pool).await,
+        "left open",
+        "committed by the tenant's COMMIT"
+    );
+}
+
+/// A transaction left aborted by raw SQL makes the next begin batch fail ("current
+/// transaction is aborted"): the connection does not go back to fail forever; a ROLLBACK
+/// ends the left-over block (and its write) and the begin succeeds on it. (Fails without
+/// that ROLLBACK: the connection would be taken for lost, discarded and replaced.)
+#[tokio::test]
+async fn a_transaction_left_aborted_is_rolled_back_and_the_begin_retried() {
+    let (db, pool) = prepared().await;
+    with_log(&db).await;
+    let dirty = on_a_plain_checkout(
+        &pool,
+        "BEGIN; INSERT INTO log VALUES ('left aborted'); SELECT 1/0",
+    )
+    .await;
+    let tenant = scoped_session(&pool, Some("acme")).await;
+    assert_eq!(
+        (tenant.pid, tenant.role.as_str(), tenant.tenant.as_str()),
+        (dirty, "tenants_user", "acme")
+    );
+    assert_eq!(
+        logged(&pool).await,
+        "",
+        "the left-over write was rolled back"
+    );
+    assert_eq!(checkout_session(&pool).await.pid, dirty, "clean: kept");
+}
+
+/// A begin batch that is itself wrong (here: a tenant role that does not exist) is an
+/// error naming it, and leaves the pooled connection clean, outside any transaction.
+#[tokio::test]
+async fn a_begin_batch_that_fails_leaves_the_pooled_connection_clean() {
+    let (db, _pool) = prepared().await;
+    let config = Config::default()
+        .with_tenant_role("tenants_no_such_role")
+        .expect("config");
+    let pool = TenantPool::connect_with(&db.url(), config, bb8::Pool::builder().max_size(1))
+        .await
+        .expect("pool");
+    let before = checkout_session(&pool).await.pid;
+    match pool.tenant("acme").await {
+        Err(e) => assert!(e.to_string().contains("tenants_no_such_role"), "{e}"),
+        Ok(_) => panic!("a missing role cannot begin"),
+    }
+    let mut conn = pool.unscoped().await.expect("checkout");
+    assert_eq!(session_of(&mut conn).await.expect("session").pid, before);
+    assert!(
+        diesel_async::SimpleAsyncConnection::batch_execute(&mut *conn, "SAVEPOINT probe")
+            .await
+            .is_err(),
+        "no transaction is open"
+    );
+}
+
+/// A begin batch that fails on a connection of your own (here: a role that does not exist)
+/// leaves it usable, outside any transaction. (Fails without the ROLLBACK after a failed
+/// begin: the server keeps the aborted block the batch opened.)
+#[tokio::test]
+async fn a_failed_begin_leaves_your_own_connection_usable() {
+    use diesel_async::{AsyncConnection, AsyncPgConnection};
+    use tenants_core::{AsyncTenantTransactionExt, Scope, Tenant, TenantTransactionExt};
+
+    let (db, _pool) = prepared().await;
+    let config = Config::default()
+        .with_tenant_role("tenants_no_such_role")
+        .expect("config");
+    let acme = || Scope::Tenant(Tenant::new("acme").expect("id"));
+
+    let mut sync = db.connect();
+    let failed: Result<(), Error> = sync.scoped_transaction(&config, acme(), |_| Ok(()));
+    assert!(
+        failed.is_err_and(|e| e.to_string().contains("tenants_no_such_role")),
+        "the missing role is the error"
+    );
+    assert_eq!(tenants_tests::count(&mut sync, "SELECT 1::int8 AS n"), 1);
+
+    let mut conn = AsyncPgConnection::establish(&db.url())
+        .await
+        .expect("connect");
+    let failed: Result<(), Error> = conn
+        .scoped_transaction(&config, acme(), async |_| Ok(()))
+        .await;
+    assert!(failed.is_err());
+    assert!(session_of(&mut conn).await.is_ok(), "usable again");
 }

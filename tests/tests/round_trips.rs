@@ -141,7 +141,17 @@ async fn pool_begin_is_one_batch_and_nested_transactions_are_savepoints() {
             "COMMIT"
         ]
     );
-    // Before the begin, only the checkout's recycle check (which replaces diesel-async's
-    // default `SELECT 1`, so it is not an extra round trip).
-    assert!(begin <= 1, "{sent:?}");
+    // Nothing before the begin: a tenant checkout runs no recycle check, the batch sets
+    // role and tenant itself (benches/PERFORMANCE.md).
+    assert_eq!(begin, 0, "{sent:?}");
+
+    // A plain checkout runs the check, in place of diesel-async's default `SELECT 1`.
+    let plain = pool.unscoped().await.expect("plain checkout");
+    drop(plain);
+    let sent = queries.take();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert!(
+        sent[0].starts_with("SELECT current_user = session_user"),
+        "{sent:?}"
+    );
 }
