@@ -14,6 +14,8 @@ use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Text};
 use diesel::{PgConnection, QueryableByName, RunQueryDsl};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
+use url::{Host, Url};
 
 /// The server every test talks to.
 pub fn database_url() -> String {
@@ -30,35 +32,65 @@ pub fn connect(url: &str) -> PgConnection {
     })
 }
 
-/// `url` with its user and database replaced (either may be `None` to keep it).
+/// Characters left as they are in a URL's user, password or database: the unreserved ones
+/// (RFC 3986). (`url`'s setters leave `%` alone, taking it for an escape already made.)
+const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+fn parse(url: &str) -> Url {
+    let parsed = Url::parse(url).unwrap_or_else(|e| {
+        panic!(
+            "{url:?} is not a URL ({e}); DATABASE_URL must be postgres://user@host:port/database"
+        )
+    });
+    // libpq and tokio-postgres let these parameters override the URL's own parts.
+    if let Some((key, _)) = parsed
+        .query_pairs()
+        .find(|(key, _)| key == "user" || key == "dbname")
+    {
+        panic!("{url:?}: give the {key} in the URL itself, not as a `?{key}=` parameter");
+    }
+    parsed
+}
+
+/// `url` with its user and database replaced (either may be `None` to keep it); the
+/// password, host, port and query parameters are kept.
 pub fn url_with(url: &str, user: Option<&str>, database: Option<&str>) -> String {
-    let (scheme, rest) = url.split_once("://").expect("DATABASE_URL has a scheme");
-    let (rest, query) = match rest.split_once('?') {
-        Some((rest, query)) => (rest, Some(query)),
-        None => (rest, None),
-    };
-    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
-    let (userinfo, host) = match authority.rsplit_once('@') {
-        Some((userinfo, host)) => (Some(userinfo), host),
-        None => (None, authority),
-    };
-    let userinfo = match (user, userinfo) {
-        (Some(user), _) => Some(user.to_string()),
-        (None, userinfo) => userinfo.map(str::to_string),
-    };
-    let mut out = format!("{scheme}://");
-    if let Some(userinfo) = userinfo {
-        out.push_str(&userinfo);
-        out.push('@');
+    let mut parsed = parse(url);
+    if let Some(user) = user {
+        parsed
+            .set_username(&utf8_percent_encode(user, COMPONENT).to_string())
+            .unwrap_or_else(|()| panic!("{url:?} cannot carry a user"));
     }
-    out.push_str(host);
-    out.push('/');
-    out.push_str(database.unwrap_or(path));
-    if let Some(query) = query {
-        out.push('?');
-        out.push_str(query);
+    if let Some(database) = database {
+        parsed.set_path(&format!("/{}", utf8_percent_encode(database, COMPONENT)));
     }
-    out
+    parsed.into()
+}
+
+/// `url` with its password replaced.
+pub fn url_with_password(url: &str, password: &str) -> String {
+    let mut parsed = parse(url);
+    parsed
+        .set_password(Some(&utf8_percent_encode(password, COMPONENT).to_string()))
+        .unwrap_or_else(|()| panic!("{url:?} cannot carry a password"));
+    parsed.into()
+}
+
+/// The TCP host (an IPv6 address without brackets) and port of `url` (5432 when it gives
+/// none); a Unix socket directory is given as the host, decoded.
+pub fn host_and_port(url: &str) -> (String, u16) {
+    let parsed = parse(url);
+    let host = match parsed.host() {
+        Some(Host::Ipv6(address)) => address.to_string(),
+        Some(Host::Ipv4(address)) => address.to_string(),
+        Some(Host::Domain(name)) => percent_decode_str(name).decode_utf8_lossy().into_owned(),
+        None => panic!("{url:?} names no host"),
+    };
+    (host, parsed.port().unwrap_or(5432))
 }
 
 /// Serialises database and role creation across concurrently running tests and binaries.
@@ -218,4 +250,87 @@ pub fn text(conn: &mut PgConnection, sql: &str) -> String {
         .get_result::<One>(conn)
         .unwrap_or_else(|e| panic!("{sql}: {e}"))
         .value
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replaces_user_and_database_and_keeps_the_rest() {
+        for (url, user, database, expected) in [
+            (
+                "postgres://postgres@localhost:5432/postgres",
+                None,
+                Some("tenants_test_x"),
+                "postgres://postgres@localhost:5432/tenants_test_x",
+            ),
+            (
+                "postgres://u:p%40ss%2Fw%25rd@h:6543/db?sslmode=disable&application_name=t",
+                Some("app"),
+                Some("my db"),
+                "postgres://app:p%40ss%2Fw%25rd@h:6543/my%20db?sslmode=disable&application_name=t",
+            ),
+            (
+                "postgres://u@[::1]:5432/db",
+                Some("tenants_test_owner"),
+                None,
+                "postgres://tenants_test_owner@[::1]:5432/db",
+            ),
+            (
+                "postgres://u@%2Frun%2Fpostgresql/db",
+                None,
+                Some("other"),
+                "postgres://u@%2Frun%2Fpostgresql/other",
+            ),
+            (
+                "postgres://u@localhost/db?host=/run/postgresql",
+                Some("v"),
+                Some("other"),
+                "postgres://v@localhost/other?host=/run/postgresql",
+            ),
+            ("postgresql://h", Some("u"), Some("d"), "postgresql://u@h/d"),
+        ] {
+            assert_eq!(url_with(url, user, database), expected, "{url}");
+        }
+    }
+
+    #[test]
+    fn any_password_survives() {
+        let url = url_with_password("postgres://u@h/d?sslmode=disable", "p@ss:w/rd?#%20 ü");
+        assert_eq!(
+            url,
+            "postgres://u:p%40ss%3Aw%2Frd%3F%23%2520%20%C3%BC@h/d?sslmode=disable"
+        );
+        let password = parse(&url)
+            .password()
+            .map(|p| percent_decode_str(p).decode_utf8_lossy().into_owned());
+        assert_eq!(password.as_deref(), Some("p@ss:w/rd?#%20 ü"));
+    }
+
+    #[test]
+    fn host_and_port_of_every_host_form() {
+        assert_eq!(
+            host_and_port("postgres://u@localhost:6543/d"),
+            ("localhost".to_string(), 6543)
+        );
+        assert_eq!(
+            host_and_port("postgres://u@[::1]/d"),
+            ("::1".to_string(), 5432)
+        );
+        assert_eq!(
+            host_and_port("postgres://u@127.0.0.1:5433/d"),
+            ("127.0.0.1".to_string(), 5433)
+        );
+        assert_eq!(
+            host_and_port("postgres://u@%2Frun%2Fpostgresql/d"),
+            ("/run/postgresql".to_string(), 5432)
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "give the dbname in the URL itself")]
+    fn a_dbname_parameter_is_refused() {
+        url_with("postgres://u@h/d?dbname=other", None, Some("x"));
+    }
 }

@@ -24,7 +24,7 @@ impl PgBouncer {
         let dir =
             std::env::temp_dir().join(format!("tenants-pgbouncer-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("pgbouncer dir");
-        let (host, server_port) = server_address();
+        let (host, server_port) = crate::host_and_port(&database_url());
         let auth: String = users.iter().map(|u| format!("\"{u}\" \"\"\n")).collect();
         std::fs::write(dir.join("users.txt"), auth).expect("auth file");
         std::fs::write(
@@ -89,17 +89,5 @@ impl Drop for PgBouncer {
         if !std::thread::panicking() {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
-    }
-}
-
-/// Host and port of `DATABASE_URL`.
-fn server_address() -> (String, u16) {
-    let url = database_url();
-    let rest = url.split_once("://").map_or(url.as_str(), |(_, r)| r);
-    let authority = rest.split(['/', '?']).next().unwrap_or(rest);
-    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    match host_port.rsplit_once(':') {
-        Some((host, port)) => (host.to_string(), port.parse().unwrap_or(5432)),
-        None => (host_port.to_string(), 5432),
     }
 }

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use tenants_core::{Config, Error, TenantPool};
-use tenants_tests::{TestDb, database_url, url_with};
+use tenants_tests::{TestDb, database_url, url_with, url_with_password};
 
 use crate::common::session_of;
 
@@ -77,10 +77,9 @@ async fn the_password_never_appears() {
     let password = "s3cret-Pa55";
     for url in [
         format!("postgres://app:{password}@127.0.0.1:1/shop"),
-        url_with(
-            &database_url(),
-            Some(&format!("postgres:{password}")),
-            Some("tenants_no_such_database"),
+        url_with_password(
+            &url_with(&database_url(), None, Some("tenants_no_such_database")),
+            password,
         ),
         format!("postgres://app:{password}@127.0.0.1:notaport/shop"),
     ] {

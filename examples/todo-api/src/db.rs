@@ -8,17 +8,17 @@ use std::sync::Arc;
 use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
 use diesel::prelude::*;
+use diesel::sql_types::Text;
 use diesel_async::pooled_connection::PoolError;
 use diesel_async::{AsyncPgConnection, SimpleAsyncConnection};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
-use percent_encoding::percent_decode_str;
 use serde::Serialize;
 use tenants_core::{Config, TenantConnection, TenantPool};
 
 use crate::StartupError;
 use crate::auth::{JwtAuth, Tenant};
 use crate::error::ApiError;
-use crate::settings::{Settings, redact_url};
+use crate::settings::{Settings, maintenance_url, redact_url};
 
 /// The Diesel schema.
 pub mod schema {
@@ -57,16 +57,20 @@ pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 /// are per database).
 const MIGRATION_LOCK: i64 = 0x746f_646f_5f61_7069;
 
-/// Connects with a blocking connection, creating the database when it does not exist,
-/// and applies the pending migrations. Returns the versions applied.
-pub fn prepare_database(url: &str) -> Result<Vec<String>, StartupError> {
-    let mut conn = match PgConnection::establish(url) {
-        Ok(conn) => conn,
-        Err(ConnectionError::BadConnection(message)) if database_missing(&message) => {
-            create_database(url, &message)?;
+/// Connects to `url` with a blocking connection and applies the pending migrations;
+/// returns the versions applied. When the server says that `database` (the one the
+/// settings name, see [`Settings::database`]) does not exist, creates it first, and no
+/// other.
+pub fn prepare_database(url: &str, database: Option<&str>) -> Result<Vec<String>, StartupError> {
+    let mut conn = match (PgConnection::establish(url), database) {
+        (Ok(conn), _) => conn,
+        (Err(ConnectionError::BadConnection(message)), Some(database))
+            if message.contains(&format!("database \"{database}\" does not exist")) =>
+        {
+            create_database(url, database, &message)?;
             PgConnection::establish(url).map_err(|e| StartupError::connect(url, e))?
         }
-        Err(e) => return Err(StartupError::connect(url, e)),
+        (Err(e), _) => return Err(StartupError::connect(url, e)),
     };
     let migrate_error = |e: &dyn std::fmt::Display| StartupError::Migrations(e.to_string());
     diesel::sql_query(format!("SELECT pg_advisory_lock({MIGRATION_LOCK})"))
@@ -84,13 +88,8 @@ pub fn prepare_database(url: &str) -> Result<Vec<String>, StartupError> {
     Ok(applied)
 }
 
-fn database_missing(message: &str) -> bool {
-    message.contains("database") && message.contains("does not exist")
-}
-
-/// Creates the database `url` names, through the `postgres` maintenance database of the
-/// same server.
-fn create_database(url: &str, original_error: &str) -> Result<(), StartupError> {
+/// Creates `database` through the `postgres` maintenance database of the same server.
+fn create_database(url: &str, database: &str, original_error: &str) -> Result<(), StartupError> {
     let cannot = |why: String| StartupError::Connect {
         url: redact_url(url),
         message: format!(
@@ -98,15 +97,17 @@ fn create_database(url: &str, original_error: &str) -> Result<(), StartupError> 
             original_error.trim()
         ),
     };
-    let parts = UrlParts::parse(url)
-        .ok_or_else(|| cannot("DATABASE_URL is not a postgres:// URL naming a database".into()))?;
-    let name = parts.database()?;
-    let maintenance = parts.with_database("postgres");
+    let maintenance = maintenance_url(url).map_err(&cannot)?;
     let mut admin = PgConnection::establish(&maintenance)
         .map_err(|e| cannot(format!("cannot connect to the postgres database: {e}")))?;
-    match diesel::sql_query(format!("CREATE DATABASE {}", quote_ident(&name))).execute(&mut admin) {
+    // The server quotes the name (`%I`) exactly as its parser reads it back.
+    let create = diesel::sql_query("SELECT format('CREATE DATABASE %I', $1) AS sql")
+        .bind::<Text, _>(database)
+        .get_result::<Statement>(&mut admin)
+        .map_err(|e| cannot(e.to_string()))?;
+    match diesel::sql_query(create.sql).execute(&mut admin) {
         Ok(_) => {
-            tracing::info!(database = %name, "created the database");
+            tracing::info!(%database, "created the database");
             Ok(())
         }
         // Another instance starting at the same time created it first.
@@ -119,56 +120,11 @@ fn create_database(url: &str, original_error: &str) -> Result<(), StartupError> 
     }
 }
 
-fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
-/// A `postgres://` URL split around its database name.
-struct UrlParts<'a> {
-    /// Up to and including the `/` before the database.
-    base: &'a str,
-    /// The percent-encoded database name.
-    database: &'a str,
-    /// `?...` or empty.
-    query: &'a str,
-}
-
-impl<'a> UrlParts<'a> {
-    fn parse(url: &'a str) -> Option<Self> {
-        let (scheme, rest) = url.split_once("://")?;
-        if !matches!(scheme, "postgres" | "postgresql") {
-            return None;
-        }
-        let start = scheme.len() + 3;
-        let slash = start + rest.find('/')?;
-        let query_at = url[slash..].find('?').map_or(url.len(), |q| slash + q);
-        if url[start..slash].contains('?') {
-            return None;
-        }
-        Some(Self {
-            base: &url[..=slash],
-            database: &url[slash + 1..query_at],
-            query: &url[query_at..],
-        })
-    }
-
-    fn database(&self) -> Result<String, StartupError> {
-        let name = percent_decode_str(self.database)
-            .decode_utf8()
-            .map_err(|_| {
-                StartupError::Settings("DATABASE_URL: database name is not UTF-8".into())
-            })?;
-        if name.is_empty() {
-            return Err(StartupError::Settings(
-                "DATABASE_URL names no database".into(),
-            ));
-        }
-        Ok(name.into_owned())
-    }
-
-    fn with_database(&self, database: &str) -> String {
-        format!("{}{database}{}", self.base, self.query)
-    }
+/// A statement the server rendered.
+#[derive(QueryableByName)]
+struct Statement {
+    #[diesel(sql_type = Text)]
+    sql: String,
 }
 
 /// The pool: `Config::default()`'s names, `tenants-core`'s recycle check, and
@@ -307,24 +263,5 @@ mod tests {
                     regenerate it with `TODO_API_BLESS=1 cargo test -p todo-api --lib`";
         assert_eq!(read("up.sql"), up, "{hint}");
         assert_eq!(read("down.sql"), down, "{hint}");
-    }
-
-    #[test]
-    fn splits_urls_around_the_database() {
-        let parts =
-            UrlParts::parse("postgres://u:p%2Fw@h:5432/my%20db?sslmode=disable").expect("parse");
-        assert_eq!(parts.database().expect("name"), "my db");
-        assert_eq!(
-            parts.with_database("postgres"),
-            "postgres://u:p%2Fw@h:5432/postgres?sslmode=disable"
-        );
-        let parts = UrlParts::parse("postgresql://h/d").expect("parse");
-        assert_eq!(parts.with_database("postgres"), "postgresql://h/postgres");
-        assert!(UrlParts::parse("host=h dbname=d").is_none());
-        assert!(UrlParts::parse("postgres://h").is_none());
-        assert!(
-            UrlParts::parse("postgres://h/").is_some_and(|p| p.database().is_err()),
-            "an empty database name is refused"
-        );
     }
 }

@@ -152,10 +152,11 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartupError> {
     tracing::info!(?settings, "starting");
-    let url = settings.database_url.clone();
-    let applied = tokio::task::spawn_blocking(move || db::prepare_database(&url))
-        .await
-        .map_err(|e| StartupError::Task(e.to_string()))??;
+    let (url, database) = (settings.database_url.clone(), settings.database.clone());
+    let applied =
+        tokio::task::spawn_blocking(move || db::prepare_database(&url, database.as_deref()))
+            .await
+            .map_err(|e| StartupError::Task(e.to_string()))??;
     for version in &applied {
         tracing::info!(%version, "applied migration");
     }

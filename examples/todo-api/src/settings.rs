@@ -5,12 +5,16 @@
 //! unset.
 
 use std::fmt;
+use std::net::IpAddr;
 use std::time::Duration;
 
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
+use url::Url;
 
 /// Characters left as they are in a URL's user, password, host or database: the unreserved
-/// ones (RFC 3986). Everything else is percent-encoded, so any password works.
+/// ones (RFC 3986). Everything else is percent-encoded, so any password works. (`url`'s
+/// setters leave `%` alone, taking it for an escape already made, so parts are encoded
+/// here first.)
 const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'-')
     .remove(b'.')
@@ -33,6 +37,10 @@ pub enum TenantFilter {
 pub struct Settings {
     /// The database URL (`DATABASE_URL`, or built from the `POSTGRES_*` variables).
     pub database_url: String,
+    /// The database the URL names in its path: the one database the service creates when
+    /// it is missing. `None` when the URL names none there (or names it with `?dbname=`):
+    /// then nothing is created.
+    pub database: Option<String>,
     /// `statement_timeout` of every pooled connection (`POSTGRES_STATEMENT_TIMEOUT_SECONDS`,
     /// default 120; 0 turns it off).
     pub statement_timeout: Duration,
@@ -56,6 +64,7 @@ impl fmt::Debug for Settings {
         // The URL may hold a password and the secret is one: neither is printed.
         f.debug_struct("Settings")
             .field("database_url", &redact_url(&self.database_url))
+            .field("database", &self.database)
             .field("statement_timeout", &self.statement_timeout)
             .field("bind", &self.bind)
             .field("jwt_secret", &self.jwt_secret.as_ref().map(|_| "<set>"))
@@ -126,9 +135,11 @@ impl Settings {
                 let user = get("POSTGRES_USER")?.unwrap_or_else(|| "postgres".into());
                 let password = get("POSTGRES_PASSWORD")?;
                 let database = get("POSTGRES_DB")?.unwrap_or_else(|| "todo_api".into());
-                postgres_url(&server, port, &user, password.as_deref(), &database)
+                postgres_url(&server, port, &user, password.as_deref(), &database)?
             }
         };
+        let database =
+            database_in(&database_url).map_err(|reason| error("DATABASE_URL", reason))?;
 
         let statement_timeout =
             Duration::from_secs(number("POSTGRES_STATEMENT_TIMEOUT_SECONDS", 120)?);
@@ -174,6 +185,7 @@ impl Settings {
 
         Ok(Self {
             database_url,
+            database,
             statement_timeout,
             bind,
             jwt_secret,
@@ -185,56 +197,86 @@ impl Settings {
     }
 }
 
-/// `postgres://user:password@server:port/database`, each part percent-encoded.
+/// `postgres://user:password@server:port/database`, each part percent-encoded. `server` is
+/// a host name, an IP address (IPv6 with or without brackets) or a Unix socket directory
+/// (`/run/postgresql`, sent percent-encoded as the host, as libpq and tokio-postgres take it).
 pub fn postgres_url(
     server: &str,
     port: u16,
     user: &str,
     password: Option<&str>,
     database: &str,
-) -> String {
+) -> Result<String, SettingsError> {
     let encode = |part: &str| utf8_percent_encode(part, COMPONENT).to_string();
-    let host = if server.contains(':') && !server.starts_with('[') {
-        // An IPv6 address goes in brackets.
-        format!("[{server}]")
-    } else if server.starts_with('/') {
-        // A Unix socket directory: libpq and tokio-postgres take it percent-encoded.
-        encode(server)
-    } else {
-        server.to_string()
-    };
-    let mut url = format!("postgres://{}", encode(user));
-    if let Some(password) = password {
-        url.push(':');
-        url.push_str(&encode(password));
+    let server_error = |why: String| error("POSTGRES_SERVER", why);
+    let mut url = Url::parse("postgres://localhost").map_err(|e| server_error(e.to_string()))?;
+    let bare = server
+        .strip_prefix('[')
+        .and_then(|s| s.strip_suffix(']'))
+        .unwrap_or(server);
+    match bare.parse::<IpAddr>() {
+        Ok(ip) => url.set_ip_host(ip),
+        // A socket directory goes percent-encoded; a host name must be valid as it is.
+        Err(_) if server.starts_with('/') => url.set_host(Some(&encode(server))).map_err(|_| ()),
+        Err(_) => url.set_host(Some(server)).map_err(|_| ()),
     }
-    url.push_str(&format!("@{host}:{port}/{}", encode(database)));
-    url
+    .map_err(|()| {
+        server_error(format!(
+            "{server:?} is not a host name, IP address or socket directory"
+        ))
+    })?;
+    let _ = url.set_port(Some(port));
+    let _ = url.set_username(&encode(user));
+    if let Some(password) = password {
+        let _ = url.set_password(Some(&encode(password)));
+    }
+    url.set_path(&format!("/{}", encode(database)));
+    Ok(url.into())
 }
 
-/// `url` with the password replaced by `***`, for logs and messages.
+/// `text` as a `postgres://` or `postgresql://` URL.
+fn parse_postgres_url(text: &str) -> Result<Url, String> {
+    let expected = "expected postgres://user[:password]@host[:port]/database";
+    let url = Url::parse(text).map_err(|e| format!("not a URL ({e}); {expected}"))?;
+    match url.scheme() {
+        "postgres" | "postgresql" => Ok(url),
+        other => Err(format!("the scheme is {other:?}; {expected}")),
+    }
+}
+
+/// The database `url` names in its path, decoded; `None` when it names none there or
+/// overrides it with a `dbname` parameter.
+pub fn database_in(url: &str) -> Result<Option<String>, String> {
+    let url = parse_postgres_url(url)?;
+    if url.query_pairs().any(|(key, _)| key == "dbname") {
+        return Ok(None);
+    }
+    let encoded = url.path().strip_prefix('/').unwrap_or(url.path());
+    let name = percent_decode_str(encoded)
+        .decode_utf8()
+        .map_err(|_| "the database name is not UTF-8".to_string())?;
+    Ok((!name.is_empty()).then(|| name.into_owned()))
+}
+
+/// `url` with the database `postgres` instead of its own: the same server, user, password
+/// and parameters, for creating the database.
+pub fn maintenance_url(url: &str) -> Result<String, String> {
+    let mut url = parse_postgres_url(url)?;
+    url.set_path("/postgres");
+    Ok(url.into())
+}
+
+/// `url` with the password replaced by `***`, for logs and messages (a string that is not
+/// a `postgres://` URL is not shown at all).
 pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        // A `key=value` connection string: hide everything after `password=`.
-        return match url.find("password=") {
-            Some(at) => {
-                let after = &url[at + "password=".len()..];
-                let end = after
-                    .find(' ')
-                    .map_or(url.len(), |e| at + "password=".len() + e);
-                format!("{}password=***{}", &url[..at], &url[end..])
+    match parse_postgres_url(url) {
+        Ok(mut parsed) => {
+            if parsed.password().is_some() {
+                let _ = parsed.set_password(Some("***"));
             }
-            None => url.to_string(),
-        };
-    };
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _password)) => format!("{scheme}://{user}:***@{host}{tail}"),
-            None => url.to_string(),
-        },
-        None => url.to_string(),
+            parsed.into()
+        }
+        Err(_) => "(not a postgres:// URL)".into(),
     }
 }
 
@@ -288,9 +330,10 @@ mod tests {
             [tokio_postgres::config::Host::Tcp("db.internal".into())]
         );
         assert!(
-            !format!("{s:?}").contains("w/rd"),
+            !format!("{s:?}").contains("w/rd") && !format!("{s:?}").contains("w%2Frd"),
             "Debug hides the password"
         );
+        assert_eq!(s.database.as_deref(), Some("todo/db"));
     }
 
     #[test]
@@ -306,11 +349,86 @@ mod tests {
     }
 
     #[test]
-    fn ipv6_servers_are_bracketed() {
+    fn servers_may_be_names_ipv6_addresses_or_socket_directories() {
+        let url = |server| postgres_url(server, 5432, "postgres", None, "todo_api");
         assert_eq!(
-            postgres_url("::1", 5432, "postgres", None, "todo_api"),
-            "postgres://postgres@[::1]:5432/todo_api"
+            url("::1").as_deref(),
+            Ok("postgres://postgres@[::1]:5432/todo_api")
         );
+        assert_eq!(
+            url("[::1]").as_deref(),
+            Ok("postgres://postgres@[::1]:5432/todo_api")
+        );
+        let socket = url("/run/postgresql").expect("a socket directory");
+        assert_eq!(
+            socket,
+            "postgres://postgres@%2Frun%2Fpostgresql:5432/todo_api"
+        );
+        let parsed = tokio_postgres::Config::from_str(&socket).expect("tokio-postgres reads it");
+        assert_eq!(
+            parsed.get_hosts(),
+            [tokio_postgres::config::Host::Unix("/run/postgresql".into())]
+        );
+        assert_eq!(url("db host").map_err(|e| e.var), Err("POSTGRES_SERVER"));
+    }
+
+    #[test]
+    fn the_database_to_create_is_the_one_in_the_urls_path() {
+        for (url, database) in [
+            (
+                "postgres://u:p%2Fw@h:5432/my%20db?sslmode=disable",
+                Some("my db"),
+            ),
+            ("postgresql://u@[::1]:5432/db", Some("db")),
+            ("postgres://u@%2Frun%2Fpostgresql/db", Some("db")),
+            ("postgres://h:5432/db?host=/run/postgresql", Some("db")),
+            // Named by a parameter, or not at all: nothing is created.
+            ("postgres://u@h/db?dbname=other", None),
+            ("postgres://u@h", None),
+            ("postgres://u@h/", None),
+        ] {
+            assert_eq!(
+                database_in(url).map(|d| d.as_deref().map(str::to_string)),
+                Ok(database.map(str::to_string)),
+                "{url}"
+            );
+        }
+        for bad in ["host=h dbname=d", "mysql://h/d", "notaurl"] {
+            assert!(database_in(bad).is_err(), "{bad}");
+            let err = settings(&[("DATABASE_URL", bad)]).expect_err(bad);
+            assert_eq!(err.var, "DATABASE_URL");
+            assert!(err.reason.contains("expected postgres://"), "{err}");
+        }
+    }
+
+    #[test]
+    fn the_maintenance_url_keeps_everything_but_the_database() {
+        for (url, maintenance) in [
+            (
+                "postgres://u:p%40ss%2Fw%25rd@h:5432/my%20db?sslmode=disable&application_name=todo",
+                "postgres://u:p%40ss%2Fw%25rd@h:5432/postgres?sslmode=disable&application_name=todo",
+            ),
+            (
+                "postgresql://u@[::1]:6543/db",
+                "postgresql://u@[::1]:6543/postgres",
+            ),
+            (
+                "postgres://u@%2Frun%2Fpostgresql/db",
+                "postgres://u@%2Frun%2Fpostgresql/postgres",
+            ),
+            (
+                "postgres://u@localhost/db?host=/run/postgresql",
+                "postgres://u@localhost/postgres?host=/run/postgresql",
+            ),
+        ] {
+            assert_eq!(maintenance_url(url).as_deref(), Ok(maintenance), "{url}");
+        }
+        let parsed = tokio_postgres::Config::from_str(
+            &maintenance_url("postgres://u:p%40ss%2Fw%25rd@h/d").expect("valid"),
+        )
+        .expect("tokio-postgres reads it");
+        assert_eq!(parsed.get_password(), Some("p@ss/w%rd".as_bytes()));
+        assert_eq!(parsed.get_dbname(), Some("postgres"));
     }
 
     #[test]
@@ -346,7 +464,7 @@ mod tests {
         assert_eq!(redact_url("postgres://u@h/d"), "postgres://u@h/d");
         assert_eq!(
             redact_url("host=h password=secret dbname=d"),
-            "host=h password=*** dbname=d"
+            "(not a postgres:// URL)"
         );
     }
 }
