@@ -39,26 +39,25 @@ pub struct UrlParts {
 }
 
 impl UrlParts {
-    /// Splits `url`.
+    /// Splits `url` with the `url` crate; the parts stay percent-encoded, as in `url`.
     pub fn parse(url: &str) -> Result<Self> {
-        let (scheme, rest) = url
-            .split_once("://")
-            .ok_or_else(|| BenchError::Failed(format!("DATABASE_URL {url:?} has no scheme")))?;
-        let (rest, query) = match rest.split_once('?') {
-            Some((rest, query)) => (rest, Some(query.to_string())),
-            None => (rest, None),
+        let parsed = url::Url::parse(url)
+            .map_err(|e| BenchError::Failed(format!("DATABASE_URL {url:?} is not a URL: {e}")))?;
+        let userinfo = match (parsed.username(), parsed.password()) {
+            ("", None) => None,
+            (user, None) => Some(user.to_string()),
+            (user, Some(password)) => Some(format!("{user}:{password}")),
         };
-        let (authority, database) = rest.split_once('/').unwrap_or((rest, ""));
-        let (userinfo, host) = match authority.rsplit_once('@') {
-            Some((userinfo, host)) => (Some(userinfo.to_string()), host),
-            None => (None, authority),
+        let host = match parsed.port() {
+            Some(port) => format!("{}:{port}", parsed.host_str().unwrap_or_default()),
+            None => parsed.host_str().unwrap_or_default().to_string(),
         };
         Ok(Self {
-            scheme: scheme.to_string(),
+            scheme: parsed.scheme().to_string(),
             userinfo,
-            host: host.to_string(),
-            database: database.to_string(),
-            query,
+            host,
+            database: parsed.path().trim_start_matches('/').to_string(),
+            query: parsed.query().map(str::to_string),
         })
     }
 
@@ -81,20 +80,15 @@ impl UrlParts {
 
     /// `host:port` with the default port 5432 filled in (`localhost` when empty).
     pub fn host_port(&self) -> String {
-        let host = if self.host.is_empty() {
-            "localhost"
-        } else {
-            &self.host
-        };
-        let has_port = match host.rsplit_once(':') {
-            Some((_, port)) => !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()),
-            None => false,
-        };
-        if has_port && !host.ends_with(']') {
-            host.to_string()
-        } else {
-            format!("{host}:5432")
-        }
+        let parsed = url::Url::parse(&self.render()).ok();
+        let host = parsed
+            .as_ref()
+            .and_then(|u| u.host_str())
+            .filter(|h| !h.is_empty())
+            .unwrap_or("localhost")
+            .to_string();
+        let port = parsed.and_then(|u| u.port()).unwrap_or(5432);
+        format!("{host}:{port}")
     }
 }
 
@@ -247,6 +241,10 @@ mod tests {
             UrlParts::parse("postgres://[::1]:6000/db")?.host_port(),
             "[::1]:6000"
         );
+        // Percent-encoded passwords and socket hosts stay encoded through a round trip.
+        let encoded = "postgres://u:p%40ss%2Fw@%2Frun%2Fpostgresql/db?application_name=x";
+        assert_eq!(UrlParts::parse(encoded)?.render(), encoded);
+        assert!(UrlParts::parse("notaurl").is_err());
         Ok(())
     }
 }
