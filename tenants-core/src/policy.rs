@@ -499,7 +499,10 @@ impl Change {
 
 /// The `up.sql` of `changes`: each change's statement, in order, one per line.
 pub fn render_up(config: &Config, changes: &[Change]) -> String {
-    changes.iter().map(|c| c.up(config) + "\n").collect()
+    changes
+        .iter()
+        .map(|c| migration_statement(config, c.up(config)) + "\n")
+        .collect()
 }
 
 /// The `down.sql` of `changes`: each change's inverse, in reverse order.
@@ -507,8 +510,21 @@ pub fn render_down(config: &Config, changes: &[Change]) -> String {
     changes
         .iter()
         .rev()
-        .map(|c| c.down(config) + "\n")
+        .map(|c| migration_statement(config, c.down(config)) + "\n")
         .collect()
+}
+
+/// `statement` as a migration runs it. Diesel sends a migration file as one batch of
+/// statements; Citus forwards some DDL to the shards (`ALTER TABLE`, `DROP POLICY`) by
+/// resending its source text, which is then the whole batch, and the workers refuse it
+/// (`cannot insert multiple commands into a prepared statement`). Inside a `DO` block the
+/// source text is the one statement, so in Citus mode every statement is one.
+fn migration_statement(config: &Config, statement: String) -> String {
+    if config.citus() && !statement.starts_with("DO ") && !statement.starts_with("--") {
+        do_block(&format!("  {statement}\n"))
+    } else {
+        statement
+    }
 }
 
 #[cfg(test)]
@@ -562,10 +578,15 @@ GRANT USAGE, SELECT ON SEQUENCE "public"."todo_item_id_seq" TO "tenants_user", "
             r#"USING (current_user = 'tenants_admin') WITH CHECK (current_user = 'tenants_admin');"#
         ));
         assert!(up.contains(r#"CREATE ROLE "tenants_user" LOGIN;"#));
+        assert!(up.contains(
+            "DO $tenants$ BEGIN\n  ALTER ROLE \"tenants_user\" LOGIN;\nEND $tenants$;\n"
+        ));
+        // Every statement is a DO block: Citus forwards some DDL by its source text, which
+        // must not be the whole migration.
         assert!(
-            up.contains(
-                "ALTER ROLE \"tenants_user\" LOGIN;\nALTER ROLE \"tenants_admin\" LOGIN;\n"
-            )
+            up.lines()
+                .all(|l| l.starts_with("DO ") || l.starts_with("END ") || l.starts_with(' ')),
+            "{up}"
         );
         let down = render_down(&config, &changes);
         let nologin = down.find(r#"ALTER ROLE "tenants_user" NOLOGIN;"#);

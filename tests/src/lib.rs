@@ -6,6 +6,7 @@
 //! for inspection when it fails. A test that cannot reach the server fails with a hint; it
 //! never skips itself.
 
+pub mod citus;
 mod pgbouncer;
 
 pub use pgbouncer::PgBouncer;
@@ -99,6 +100,10 @@ const CREATE_LOCK: i64 = 0x7465_6e61_6e74;
 /// A database created for one test.
 pub struct TestDb {
     name: String,
+    /// The server: its maintenance database's URL.
+    server: String,
+    /// Whether this is a Citus database on the coordinator `server`.
+    citus: bool,
 }
 
 impl TestDb {
@@ -120,7 +125,35 @@ impl TestDb {
             Ok(())
         })
         .unwrap_or_else(|e| panic!("cannot create test database {name}: {e}"));
-        Self { name }
+        Self {
+            name,
+            server: database_url(),
+            citus: false,
+        }
+    }
+
+    /// A fresh Citus database named after the running test, on the coordinator
+    /// `TENANTS_CITUS_URL` names and its workers (see [`citus`]).
+    pub fn citus() -> Self {
+        let thread = std::thread::current();
+        Self::citus_named(thread.name().unwrap_or("unnamed"))
+    }
+
+    /// A fresh Citus database named after `test`, as [`TestDb::citus`].
+    pub fn citus_named(test: &str) -> Self {
+        let name = database_name(test);
+        let server = citus::citus_url().unwrap_or_else(|e| panic!("{e}"));
+        citus::create(&server, &name).unwrap_or_else(|e| panic!("{e}"));
+        Self {
+            name,
+            server,
+            citus: true,
+        }
+    }
+
+    /// Whether this is a Citus database.
+    pub fn is_citus(&self) -> bool {
+        self.citus
     }
 
     /// The database's name.
@@ -128,17 +161,17 @@ impl TestDb {
         &self.name
     }
 
-    /// The URL of this database, as the `DATABASE_URL` user.
+    /// The URL of this database, as the server URL's user.
     pub fn url(&self) -> String {
-        url_with(&database_url(), None, Some(&self.name))
+        url_with(&self.server, None, Some(&self.name))
     }
 
     /// The URL of this database, logged in as `user`.
     pub fn url_as(&self, user: &str) -> String {
-        url_with(&database_url(), Some(user), Some(&self.name))
+        url_with(&self.server, Some(user), Some(&self.name))
     }
 
-    /// A connection to this database as the `DATABASE_URL` user (a superuser here).
+    /// A connection to this database as the server URL's user (a superuser here).
     pub fn connect(&self) -> PgConnection {
         connect(&self.url())
     }
@@ -160,7 +193,13 @@ impl Drop for TestDb {
             );
             return;
         }
-        let mut admin = connect(&database_url());
+        if self.citus {
+            if let Err(e) = citus::drop(&self.server, &self.name) {
+                eprintln!("could not drop test database {}: {e}", self.name);
+            }
+            return;
+        }
+        let mut admin = connect(&self.server);
         if let Err(e) = diesel::sql_query(format!(
             "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
             self.name

@@ -6,7 +6,7 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use tenants_core::policy::{self, Grantee, QualifiedName, TableSpec};
 use tenants_core::registry::TenantSqlType;
 use tenants_core::{Config, TenantPool};
-use tenants_tests::{TestDb, batch_locked, ensure_login_role};
+use tenants_tests::{PgBouncer, TestDb, batch_locked, ensure_login_role};
 
 /// A login role that owns the fixture tables in the owner scenario.
 pub const OWNER: &str = "tenants_test_owner";
@@ -43,9 +43,62 @@ impl Login {
     }
 }
 
+/// Where a suite runs: the same suite, parameterised on the server.
+#[derive(Clone, Copy)]
+pub enum Server<'a> {
+    /// `DATABASE_URL`'s server, directly.
+    Direct,
+    /// `DATABASE_URL`'s server through PgBouncer in transaction mode (Debian's 1.18: no
+    /// prepared statements across transactions, hence no statement cache).
+    PgBouncer(&'a PgBouncer),
+    /// The Citus coordinator `TENANTS_CITUS_URL` names, in Citus mode.
+    Citus,
+}
+
+impl Server<'_> {
+    /// A fresh database for the running test on this server.
+    pub fn db(self) -> TestDb {
+        match self {
+            Server::Citus => TestDb::citus(),
+            Server::Direct | Server::PgBouncer(_) => TestDb::new(),
+        }
+    }
+
+    /// The configuration the library needs there.
+    pub fn config(self) -> Config {
+        match self {
+            Server::Direct => Config::default(),
+            Server::PgBouncer(_) => Config::default().with_statement_cache(false),
+            Server::Citus => Config::default().with_citus(true),
+        }
+    }
+
+    /// A pool of `size` connections to `db` as `login`, with [`Server::config`].
+    pub async fn pool(self, db: &TestDb, login: Login, size: u32) -> TenantPool {
+        let url = match self {
+            Server::PgBouncer(bouncer) => {
+                bouncer.url(login.role().unwrap_or("postgres"), db.name())
+            }
+            Server::Direct | Server::Citus => login.url(db),
+        };
+        TenantPool::connect_with(&url, self.config(), bb8::Pool::builder().max_size(size))
+            .await
+            .unwrap_or_else(|e| panic!("cannot build pool for {url}: {e}"))
+    }
+
+    /// Whether each pooled connection keeps its server backend across transactions (not
+    /// behind PgBouncer).
+    pub fn keeps_backend(self) -> bool {
+        !matches!(self, Server::PgBouncer(_))
+    }
+}
+
 /// Creates `table` with a serial id, an identity column, a name and a NOT NULL tenant column of `pg_type`,
 /// owned by `login`'s role in the owner scenario, and puts it under the contract with the
-/// renderer's SQL, granting our roles to the login role.
+/// renderer's SQL, granting our roles to the login role. On a Citus database the primary
+/// key is `(tenant, id)` (Citus wants the distribution column in every unique key) and the
+/// table is distributed by `tenant`, before the contract is applied: pass a Citus-mode
+/// `config` there.
 pub fn create_marked_table(
     conn: &mut PgConnection,
     config: &Config,
@@ -57,16 +110,29 @@ pub fn create_marked_table(
     use diesel::connection::SimpleConnection;
     ensure_login_role(conn, OWNER);
     ensure_login_role(conn, APP);
-    conn.batch_execute(&format!(
-        "CREATE TABLE \"{table}\" (
-           id serial PRIMARY KEY,
-           seq bigint GENERATED ALWAYS AS IDENTITY,
-           name text NOT NULL,
-           tenant {pg_type} NOT NULL
-         );
-         CREATE INDEX ON \"{table}\" (tenant, id);"
-    ))
-    .expect("create table");
+    let ddl = if tenants_tests::citus::is_citus(conn) {
+        format!(
+            "CREATE TABLE \"{table}\" (
+               id serial,
+               seq bigint GENERATED ALWAYS AS IDENTITY,
+               name text NOT NULL,
+               tenant {pg_type} NOT NULL,
+               PRIMARY KEY (tenant, id)
+             );
+             SELECT create_distributed_table('\"{table}\"', 'tenant');"
+        )
+    } else {
+        format!(
+            "CREATE TABLE \"{table}\" (
+               id serial PRIMARY KEY,
+               seq bigint GENERATED ALWAYS AS IDENTITY,
+               name text NOT NULL,
+               tenant {pg_type} NOT NULL
+             );
+             CREATE INDEX ON \"{table}\" (tenant, id);"
+        )
+    };
+    conn.batch_execute(&ddl).expect("create table");
     if login == Login::Owner {
         conn.batch_execute(&format!("ALTER TABLE \"{table}\" OWNER TO {OWNER}"))
             .expect("change owner");
@@ -126,14 +192,15 @@ pub struct Session {
     pub tenant: String,
 }
 
+/// Selects a connection's [`Session`].
+pub const SESSION_SQL: &str = "SELECT pg_backend_pid() AS pid, current_user::text AS role,
+    coalesce(current_setting('tenants.current_tenant', true), '') AS tenant";
+
 /// The session of `conn`.
 pub async fn session_of(conn: &mut AsyncPgConnection) -> QueryResult<Session> {
-    diesel::sql_query(
-        "SELECT pg_backend_pid() AS pid, current_user::text AS role,
-                coalesce(current_setting('tenants.current_tenant', true), '') AS tenant",
-    )
-    .get_result::<Session>(conn)
-    .await
+    diesel::sql_query(SESSION_SQL)
+        .get_result::<Session>(conn)
+        .await
 }
 
 /// The session of a plain checkout from `pool`.

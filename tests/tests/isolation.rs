@@ -11,10 +11,10 @@ use std::future::Future;
 use std::pin::Pin;
 use tenants_core::registry::{self, TenantSqlType};
 use tenants_core::testing::IsolationCheck;
-use tenants_core::{Config, Tenant, TenantId, TenantPool};
-use tenants_tests::{PgBouncer, TestDb};
+use tenants_core::{Tenant, TenantId};
+use tenants_tests::TestDb;
 
-use crate::common::{Login, assert_db_error, checkout_session, create_marked_table, pool};
+use crate::common::{Login, Server, assert_db_error, checkout_session, create_marked_table};
 
 type Names<'a> = Pin<Box<dyn Future<Output = QueryResult<Vec<String>>> + Send + 'a>>;
 type Inserted<'a> = Pin<Box<dyn Future<Output = QueryResult<usize>> + Send + 'a>>;
@@ -34,7 +34,7 @@ pub struct Kind<A: TenantId, B: TenantId> {
     pub row: for<'a> fn(&'a mut AsyncPgConnection, &'a Tenant) -> Inserted<'a>,
 }
 
-#[derive(QueryableByName)]
+#[derive(Debug, QueryableByName)]
 struct N {
     #[diesel(sql_type = BigInt)]
     n: i64,
@@ -66,18 +66,19 @@ pub fn check<A: TenantId, B: TenantId>(kind: &Kind<A, B>, db: &TestDb) -> Isolat
 }
 
 pub async fn run<A: TenantId + Copy, B: TenantId + Copy>(kind: Kind<A, B>, login: Login) {
-    run_via(kind, login, None).await;
+    run_on(kind, login, Server::Direct).await;
 }
 
-/// The suite, directly or through `bouncer` (PgBouncer in transaction mode, where one pool
-/// connection may reach a different server backend in each transaction).
-pub async fn run_via<A: TenantId + Copy, B: TenantId + Copy>(
+/// The suite on `server`: directly, through PgBouncer in transaction mode (where one pool
+/// connection may reach a different server backend in each transaction), or on a Citus
+/// coordinator with the table distributed by its tenant column.
+pub async fn run_on<A: TenantId + Copy, B: TenantId + Copy>(
     kind: Kind<A, B>,
     login: Login,
-    bouncer: Option<&PgBouncer>,
+    server: Server<'_>,
 ) {
-    let db = TestDb::new();
-    let config = Config::default();
+    let db = server.db();
+    let config = server.config();
     let table = kind.table;
     {
         let mut admin = db.connect();
@@ -101,19 +102,10 @@ pub async fn run_via<A: TenantId + Copy, B: TenantId + Copy>(
         )
         .expect("seed");
     }
-    let pool = match bouncer {
-        None => pool(&login.url(&db), 1).await,
-        Some(bouncer) => {
-            let url = bouncer.url(login.role().unwrap_or("postgres"), db.name());
-            let config = Config::default().with_statement_cache(false);
-            TenantPool::connect_with(&url, config, bb8::Pool::builder().max_size(1))
-                .await
-                .expect("pool through pgbouncer")
-        }
-    };
+    let pool = server.pool(&db, login, 1).await;
     let home = checkout_session(&pool).await;
     // The same backend after each transaction, when there is no PgBouncer in between.
-    let same_backend = |pid: i32| bouncer.is_some() || pid == home.pid;
+    let same_backend = |pid: i32| !server.keeps_backend() || pid == home.pid;
 
     // An unfiltered UPDATE touches exactly the tenant's rows; serial and identity ids work
     // without being supplied; then a commit.
@@ -194,8 +186,7 @@ pub async fn run_via<A: TenantId + Copy, B: TenantId + Copy>(
     let mut plain = pool.pool().get().await.expect("plain checkout");
     let unscoped = diesel::sql_query(format!("SELECT count(*) AS n FROM \"{table}\""))
         .get_result::<N>(&mut plain)
-        .await
-        .expect("unscoped select");
+        .await;
     let unscoped_insert = diesel::sql_query(format!(
         "INSERT INTO \"{table}\" (name, tenant) VALUES ('z', {})",
         kind.a_sql
@@ -203,11 +194,30 @@ pub async fn run_via<A: TenantId + Copy, B: TenantId + Copy>(
     .execute(&mut plain)
     .await;
     drop(plain);
+    // On Citus a login role's memberships reach the workers only if the role is in the
+    // database's Citus metadata (created in it; the test roles were created by another
+    // test's database), else the workers refuse the role outright: closed all the same.
+    let refused_by_workers = matches!(server, Server::Citus) && login == Login::App;
     if login == Login::Superuser {
-        assert_eq!(unscoped.n, 6);
+        assert_eq!(unscoped.expect("superuser select").n, 6);
         unscoped_insert.expect("superuser insert");
+    } else if refused_by_workers {
+        assert_db_error(
+            &unscoped,
+            "permission denied",
+            "unscoped select on the workers",
+        );
+        assert_db_error(
+            &unscoped_insert,
+            "permission denied",
+            "unscoped insert on the workers",
+        );
     } else {
-        assert_eq!(unscoped.n, 0, "an unscoped session sees nothing");
+        assert_eq!(
+            unscoped.expect("unscoped select").n,
+            0,
+            "an unscoped session sees nothing"
+        );
         assert_db_error(&unscoped_insert, "row-level security", "unscoped insert");
     }
 

@@ -1,6 +1,7 @@
 //! Integration tests: one binary, one module per concern, a fresh database per test.
 
 mod axum_layer;
+mod citus;
 mod common;
 mod connect;
 mod escaping;

@@ -1,27 +1,28 @@
-//! Nothing survives a transaction on a pooled connection.
+//! Nothing survives a transaction on a pooled connection: on PostgreSQL, and on the Citus
+//! coordinator `TENANTS_CITUS_URL` names (`citus::*`, ignored without one), where the log
+//! table the tests write is a reference table, on every node.
 
 use diesel::QueryableByName;
 use diesel::sql_types::Text;
 use diesel_async::RunQueryDsl;
-use tenants_core::{Config, Error, TenantPool, policy};
+use tenants_core::{Error, TenantPool, policy};
 use tenants_tests::{TestDb, batch_locked};
 
-use crate::common::{Session, checkout_session, pool, session_of};
+use crate::common::{Login, Server, Session, checkout_session, session_of};
 
-async fn prepared() -> (TestDb, TenantPool) {
-    let db = TestDb::new();
-    let config = Config::default();
+async fn prepared(server: Server<'_>) -> (TestDb, TenantPool) {
+    let db = server.db();
+    let config = server.config();
     batch_locked(
         &mut db.connect(),
         &policy::render_up(&config, &policy::setup(&config, &[], &[])),
     );
-    let pool = pool(&db.url(), 1).await;
+    let pool = server.pool(&db, Login::Superuser, 1).await;
     (db, pool)
 }
 
-#[tokio::test]
-async fn dropped_tenant_connection_is_rolled_back_and_kept() {
-    let (_db, pool) = prepared().await;
+async fn dropped_tenant_connection_is_rolled_back_and_kept(server: Server<'_>) {
+    let (_db, pool) = prepared(server).await;
     let home = checkout_session(&pool).await;
     {
         let mut conn = pool.tenant("acme").await.expect("tenant");
@@ -36,14 +37,9 @@ async fn dropped_tenant_connection_is_rolled_back_and_kept() {
     assert_eq!(after, home, "same backend, login role, no tenant");
 }
 
-#[tokio::test]
-async fn transaction_commits_on_ok_and_rolls_back_on_err() {
-    let (db, pool) = prepared().await;
-    diesel::connection::SimpleConnection::batch_execute(
-        &mut db.connect(),
-        "CREATE TABLE log (v text); GRANT ALL ON log TO tenants_user, tenants_admin",
-    )
-    .expect("table");
+async fn transaction_commits_on_ok_and_rolls_back_on_err(server: Server<'_>) {
+    let (db, pool) = prepared(server).await;
+    with_log(&db).await;
     let home = checkout_session(&pool).await;
     pool.transaction("acme", async |conn| {
         diesel::sql_query("INSERT INTO log VALUES ('kept')")
@@ -81,9 +77,8 @@ struct Log {
     v: String,
 }
 
-#[tokio::test]
-async fn a_dirty_connection_is_discarded_by_the_recycle_check() {
-    let (_db, pool) = prepared().await;
+async fn a_dirty_connection_is_discarded_by_the_recycle_check(server: Server<'_>) {
+    let (_db, pool) = prepared(server).await;
     let home = checkout_session(&pool).await;
     {
         // User code that switches role for the session, behind the library's back.
@@ -114,9 +109,8 @@ async fn a_dirty_connection_is_discarded_by_the_recycle_check() {
     assert_eq!(last.tenant, "");
 }
 
-#[tokio::test]
-async fn invalid_tenant_id_is_rejected_before_checkout() {
-    let (_db, pool) = prepared().await;
+async fn invalid_tenant_id_is_rejected_before_checkout(server: Server<'_>) {
+    let (_db, pool) = prepared(server).await;
     let held = pool.pool().get().await.expect("hold the only connection");
     // With the only connection held, a checkout would wait; the id is refused first.
     let result = tokio::time::timeout(std::time::Duration::from_secs(5), pool.tenant("")).await;
@@ -127,13 +121,12 @@ async fn invalid_tenant_id_is_rejected_before_checkout() {
     drop(held);
 }
 
-#[tokio::test]
-async fn without_the_statement_cache_a_raw_transaction_left_open_is_discarded() {
+async fn without_the_statement_cache_a_raw_transaction_left_open_is_discarded(server: Server<'_>) {
     // The simple-protocol check (statement cache off, as behind PgBouncer < 1.21) also sees
     // a transaction opened with raw SQL behind diesel's transaction manager; the cached
     // prepared check cannot (see `TenantPool::manager_config`).
-    let db = TestDb::new();
-    let config = Config::default();
+    let db = server.db();
+    let config = server.config();
     batch_locked(
         &mut db.connect(),
         &policy::render_up(&config, &policy::setup(&config, &[], &[])),
@@ -188,9 +181,8 @@ async fn scoped_session(pool: &TenantPool, tenant: Option<&str>) -> Session {
 /// Tenant and admin checkouts run no recycle check: their begin batch sets role and tenant
 /// itself, overriding a session-level `SET ROLE` left behind. A plain checkout still checks.
 /// (Fails if the batch's `SET LOCAL ROLE` goes, or the plain check's role test.)
-#[tokio::test]
-async fn a_session_role_left_behind_is_overridden_in_scopes_and_refused_plain() {
-    let (_db, pool) = prepared().await;
+async fn a_session_role_left_behind_is_overridden_in_scopes_and_refused_plain(server: Server<'_>) {
+    let (_db, pool) = prepared(server).await;
     let home = checkout_session(&pool).await;
     let dirty = on_a_plain_checkout(&pool, "SET ROLE tenants_admin").await;
     let tenant = scoped_session(&pool, Some("acme")).await;
@@ -216,9 +208,10 @@ async fn a_session_role_left_behind_is_overridden_in_scopes_and_refused_plain() 
 /// transaction: a later tenant transaction sets its own, an admin transaction clears it, a
 /// plain checkout refuses the connection. (Fails if the admin batch stops clearing the
 /// setting, or the plain check's setting test goes.)
-#[tokio::test]
-async fn a_session_tenant_left_behind_is_overridden_in_scopes_and_refused_plain() {
-    let (_db, pool) = prepared().await;
+async fn a_session_tenant_left_behind_is_overridden_in_scopes_and_refused_plain(
+    server: Server<'_>,
+) {
+    let (_db, pool) = prepared(server).await;
     let mut conn = pool.tenant("acme").await.expect("tenant");
     let dirty = session_of(&mut conn).await.expect("session").pid;
     diesel::sql_query("SELECT set_config('tenants.current_tenant', 'acme', false)")
@@ -239,12 +232,16 @@ async fn a_session_tenant_left_behind_is_overridden_in_scopes_and_refused_plain(
     assert_eq!(plain.tenant, "");
 }
 
+/// A `log` table our roles may write; on Citus a reference table, so that writing it
+/// reaches every node as the transaction's role.
 async fn with_log(db: &TestDb) {
-    diesel::connection::SimpleConnection::batch_execute(
-        &mut db.connect(),
-        "CREATE TABLE log (v text); GRANT ALL ON log TO tenants_user, tenants_admin",
-    )
-    .expect("table");
+    let mut conn = db.connect();
+    let mut sql = String::from("CREATE TABLE log (v text);");
+    if db.is_citus() {
+        sql.push_str("SELECT create_reference_table('log');");
+    }
+    sql.push_str("GRANT ALL ON log TO tenants_user, tenants_admin");
+    diesel::connection::SimpleConnection::batch_execute(&mut conn, &sql).expect("table");
 }
 
 async fn logged(pool: &TenantPool) -> String {
@@ -262,9 +259,8 @@ async fn logged(pool: &TenantPool) -> String {
 /// A raw `BEGIN` left open by a plain checkout, with a write: the next plain checkout
 /// refuses the connection (the check sees the transaction id), and the write is lost with
 /// it. (Fails if the check's `pg_current_xact_id_if_assigned() IS NULL` goes.)
-#[tokio::test]
-async fn a_raw_transaction_that_wrote_is_refused_by_a_plain_checkout() {
-    let (db, pool) = prepared().await;
+async fn a_raw_transaction_that_wrote_is_refused_by_a_plain_checkout(server: Server<'_>) {
+    let (db, pool) = prepared(server).await;
     with_log(&db).await;
     let dirty = on_a_plain_checkout(&pool, "BEGIN; INSERT INTO log VALUES ('left open')").await;
     let plain = checkout_session(&pool).await;
@@ -284,9 +280,8 @@ async fn a_raw_transaction_that_wrote_is_refused_by_a_plain_checkout() {
 /// the left-over transaction and our `COMMIT` ends it, with whatever it wrote (the
 /// documented price of checking nothing; see benches/PERFORMANCE.md). Nothing survives the
 /// commit: the connection is clean and outside any transaction again.
-#[tokio::test]
-async fn a_raw_transaction_left_open_is_ended_by_the_next_scoped_one() {
-    let (db, pool) = prepared().await;
+async fn a_raw_transaction_left_open_is_ended_by_the_next_scoped_one(server: Server<'_>) {
+    let (db, pool) = prepared(server).await;
     with_log(&db).await;
     let dirty = on_a_plain_checkout(&pool, "BEGIN; INSERT INTO log VALUES ('left open')").await;
     let tenant = scoped_session(&pool, Some("acme")).await;
@@ -315,9 +310,8 @@ async fn a_raw_transaction_left_open_is_ended_by_the_next_scoped_one() {
 /// transaction is aborted"): the connection does not go back to fail forever; a ROLLBACK
 /// ends the left-over block (and its write) and the begin succeeds on it. (Fails without
 /// that ROLLBACK: the connection would be taken for lost, discarded and replaced.)
-#[tokio::test]
-async fn a_transaction_left_aborted_is_rolled_back_and_the_begin_retried() {
-    let (db, pool) = prepared().await;
+async fn a_transaction_left_aborted_is_rolled_back_and_the_begin_retried(server: Server<'_>) {
+    let (db, pool) = prepared(server).await;
     with_log(&db).await;
     let dirty = on_a_plain_checkout(
         &pool,
@@ -339,10 +333,10 @@ async fn a_transaction_left_aborted_is_rolled_back_and_the_begin_retried() {
 
 /// A begin batch that is itself wrong (here: a tenant role that does not exist) is an
 /// error naming it, and leaves the pooled connection clean, outside any transaction.
-#[tokio::test]
-async fn a_begin_batch_that_fails_leaves_the_pooled_connection_clean() {
-    let (db, _pool) = prepared().await;
-    let config = Config::default()
+async fn a_begin_batch_that_fails_leaves_the_pooled_connection_clean(server: Server<'_>) {
+    let (db, _pool) = prepared(server).await;
+    let config = server
+        .config()
         .with_tenant_role("tenants_no_such_role")
         .expect("config");
     let pool = TenantPool::connect_with(&db.url(), config, bb8::Pool::builder().max_size(1))
@@ -366,13 +360,13 @@ async fn a_begin_batch_that_fails_leaves_the_pooled_connection_clean() {
 /// A begin batch that fails on a connection of your own (here: a role that does not exist)
 /// leaves it usable, outside any transaction. (Fails without the ROLLBACK after a failed
 /// begin: the server keeps the aborted block the batch opened.)
-#[tokio::test]
-async fn a_failed_begin_leaves_your_own_connection_usable() {
+async fn a_failed_begin_leaves_your_own_connection_usable(server: Server<'_>) {
     use diesel_async::{AsyncConnection, AsyncPgConnection};
     use tenants_core::{AsyncTenantTransactionExt, Scope, Tenant, TenantTransactionExt};
 
-    let (db, _pool) = prepared().await;
-    let config = Config::default()
+    let (db, _pool) = prepared(server).await;
+    let config = server
+        .config()
         .with_tenant_role("tenants_no_such_role")
         .expect("config");
     let acme = || Scope::Tenant(Tenant::new("acme").expect("id"));
@@ -394,3 +388,43 @@ async fn a_failed_begin_leaves_your_own_connection_usable() {
     assert!(failed.is_err());
     assert!(session_of(&mut conn).await.is_ok(), "usable again");
 }
+
+/// Each test, on PostgreSQL (`direct`) and on the Citus coordinator (`citus`).
+macro_rules! on_every_server {
+    ($($test:ident),* $(,)?) => {
+        mod direct {
+            use crate::common::Server;
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    super::$test(Server::Direct).await;
+                }
+            )*
+        }
+        mod citus {
+            use crate::common::Server;
+            $(
+                #[tokio::test]
+                #[ignore = "needs TENANTS_CITUS_URL"]
+                async fn $test() {
+                    super::$test(Server::Citus).await;
+                }
+            )*
+        }
+    };
+}
+
+on_every_server!(
+    dropped_tenant_connection_is_rolled_back_and_kept,
+    transaction_commits_on_ok_and_rolls_back_on_err,
+    a_dirty_connection_is_discarded_by_the_recycle_check,
+    invalid_tenant_id_is_rejected_before_checkout,
+    without_the_statement_cache_a_raw_transaction_left_open_is_discarded,
+    a_session_role_left_behind_is_overridden_in_scopes_and_refused_plain,
+    a_session_tenant_left_behind_is_overridden_in_scopes_and_refused_plain,
+    a_raw_transaction_that_wrote_is_refused_by_a_plain_checkout,
+    a_raw_transaction_left_open_is_ended_by_the_next_scoped_one,
+    a_transaction_left_aborted_is_rolled_back_and_the_begin_retried,
+    a_begin_batch_that_fails_leaves_the_pooled_connection_clean,
+    a_failed_begin_leaves_your_own_connection_usable,
+);

@@ -11,33 +11,33 @@ use diesel::QueryableByName;
 use diesel::sql_types::Text;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use tenants_core::registry::TenantSqlType;
-use tenants_core::{Config, Error, TenantPool};
+use tenants_core::{Error, TenantPool};
 use tenants_tests::TestDb;
 
-use crate::common::{Login, create_marked_table};
+use crate::common::{Login, Server, create_marked_table};
 
 const TENANTS: u64 = 50;
-const PANIC_MARKER: &str = "soak: intended panic";
+pub const PANIC_MARKER: &str = "soak: intended panic";
 
 #[derive(QueryableByName)]
-struct Row {
+pub struct Row {
     #[diesel(sql_type = Text)]
-    name: String,
+    pub name: String,
     #[diesel(sql_type = Text)]
-    tenant: String,
+    pub tenant: String,
 }
 
 #[derive(QueryableByName)]
-struct Session {
+pub struct Session {
     #[diesel(sql_type = Text)]
-    role: String,
+    pub role: String,
     #[diesel(sql_type = Text)]
-    login: String,
+    pub login: String,
     #[diesel(sql_type = Text)]
-    tenant: String,
+    pub tenant: String,
 }
 
-const SESSION: &str = "SELECT current_user::text AS role, session_user::text AS login,
+pub const SESSION: &str = "SELECT current_user::text AS role, session_user::text AS login,
     coalesce(current_setting('tenants.current_tenant', true), '') AS tenant";
 
 /// Drops the inner future after it has been polled `polls` times without finishing:
@@ -59,9 +59,9 @@ impl<F: Future> Future for CancelAfter<F> {
 }
 
 /// xorshift: deterministic per task, no dependency.
-struct Rng(u64);
+pub struct Rng(pub u64);
 impl Rng {
-    fn next(&mut self, below: u64) -> u64 {
+    pub fn next(&mut self, below: u64) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
@@ -77,7 +77,7 @@ pub struct Violations {
 }
 
 impl Violations {
-    fn record(&self, what: String) {
+    pub fn record(&self, what: String) {
         self.count.fetch_add(1, Ordering::Relaxed);
         let mut first = self.first.lock().expect("lock");
         if first.len() < 10 {
@@ -221,7 +221,7 @@ async fn operation(
     }
 }
 
-fn silence_intended_panics() {
+pub fn silence_intended_panics() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         let default = std::panic::take_hook();
@@ -327,12 +327,12 @@ pub async fn soak_tolerating(
     }
 }
 
-/// Seeds `table` with two rows per tenant.
-pub fn seed(db: &TestDb, table: &str, login: Login) {
+/// Seeds `table` of `db` on `server` with two rows per tenant.
+pub fn seed(server: Server<'_>, db: &TestDb, table: &str, login: Login) {
     let mut conn = db.connect();
     create_marked_table(
         &mut conn,
-        &Config::default(),
+        &server.config(),
         login,
         table,
         "text",
@@ -363,12 +363,18 @@ pub fn assert_clean(outcome: &Outcome) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pool_of_two_stays_clean_through_20000_mixed_operations() {
-    let db = TestDb::new();
-    seed(&db, "soak", Login::App);
-    let pool = crate::common::pool(&Login::App.url(&db), 2).await;
+    soak_pool_of_two(Server::Direct, 20_000).await;
+}
+
+/// `ops` mixed operations over a pool of two on `server`: no violation and no error, and
+/// afterwards the pool serves and the data holds only rows written under their tenant.
+pub async fn soak_pool_of_two(server: Server<'_>, ops: u64) {
+    let db = server.db();
+    seed(server, &db, "soak", Login::App);
+    let pool = server.pool(&db, Login::App, 2).await;
     let started = std::time::Instant::now();
-    let outcome = soak_tolerating(&pool, "soak", 20_000, 32, |_| false).await;
-    eprintln!("soak: 20000 operations in {:?}", started.elapsed());
+    let outcome = soak_tolerating(&pool, "soak", ops, 32, |_| false).await;
+    eprintln!("soak: {ops} operations in {:?}", started.elapsed());
     assert_clean(&outcome);
     assert_eq!(outcome.tolerated, 0);
     // The pool still serves, and the data holds only rows written under their tenant.
