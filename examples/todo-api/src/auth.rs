@@ -3,6 +3,7 @@
 //! Unlike the original example, the token is verified: its signature with `JWT_SECRET`, its
 //! `exp` (and `nbf` when present), and its `aud` when `JWT_AUDIENCE` is set.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -162,17 +163,16 @@ impl JwtAuth {
 }
 
 /// The tenant named by the request's bearer token: the counterpart of the original's
-/// `Tenant_T`.
+/// `Tenant_T`, and where [`crate::db::Db`] takes its tenant from.
 ///
 /// Extracting it does no database work, so a request with bad credentials is answered 401
 /// before any connection is checked out. It also records the tenant in the request's span.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tenant(pub tenants_core::Tenant);
 
-impl Tenant {
-    /// The tenant id.
-    pub fn as_str(&self) -> &str {
-        self.0.as_str()
+impl tenants_core::TenantId for Tenant {
+    fn tenant_text(&self) -> Cow<'_, str> {
+        Cow::Borrowed(self.0.as_str())
     }
 }
 

@@ -1,23 +1,18 @@
-//! The schema, the migrations, the pool and the `TenantDb` extractor.
+//! The schema, the migrations, the pool, and [`Db`], the request's tenant transaction.
 
 use std::future::Future;
-use std::ops::{Deref, DerefMut};
 use std::pin::Pin;
-use std::sync::Arc;
 
-use axum::extract::{FromRef, FromRequestParts};
-use axum::http::request::Parts;
 use diesel::prelude::*;
 use diesel::sql_types::Text;
 use diesel_async::pooled_connection::PoolError;
 use diesel_async::{AsyncPgConnection, SimpleAsyncConnection};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use serde::Serialize;
-use tenants_core::{Config, TenantConnection, TenantPool};
+use tenants_core::{Config, TenantPool};
 
 use crate::StartupError;
-use crate::auth::{JwtAuth, Tenant};
-use crate::error::ApiError;
+use crate::auth::Tenant;
 use crate::settings::{Settings, maintenance_url, redact_url};
 
 /// The Diesel schema.
@@ -157,65 +152,15 @@ impl bb8::CustomizeConnection<AsyncPgConnection, PoolError> for StatementTimeout
     }
 }
 
-/// A connection inside a transaction scoped to the request's tenant: the counterpart of the
-/// original's `Database_T`.
+/// The request's tenant transaction, its tenant the one of the request's verified token
+/// ([`Tenant`]): the counterpart of the original's `Database_T`.
 ///
-/// Extracting it first authenticates the request (a [`Tenant`]), so a request with bad
-/// credentials never checks out a connection; then it checks one out, within the pool's
-/// bound, and begins the tenant transaction. Use it as a connection (`&mut *db`); end the
-/// request with [`TenantDb::commit`]. Dropped without a commit (an error, a panic) it is
-/// rolled back.
-#[derive(Debug)]
-pub struct TenantDb {
-    tenant: Tenant,
-    conn: TenantConnection,
-}
-
-impl TenantDb {
-    /// Checks out a connection and begins a transaction as `tenant`.
-    pub async fn begin(pool: &TenantPool, tenant: Tenant) -> Result<Self, ApiError> {
-        let conn = pool.tenant(&tenant.0).await?;
-        Ok(Self { tenant, conn })
-    }
-
-    /// The tenant the transaction is scoped to.
-    pub fn tenant(&self) -> &Tenant {
-        &self.tenant
-    }
-
-    /// Commits the transaction and returns the connection to the pool.
-    pub async fn commit(self) -> Result<(), ApiError> {
-        Ok(self.conn.commit().await?)
-    }
-}
-
-impl Deref for TenantDb {
-    type Target = AsyncPgConnection;
-
-    fn deref(&self) -> &AsyncPgConnection {
-        &self.conn
-    }
-}
-
-impl DerefMut for TenantDb {
-    fn deref_mut(&mut self) -> &mut AsyncPgConnection {
-        &mut self.conn
-    }
-}
-
-impl<S> FromRequestParts<S> for TenantDb
-where
-    S: Send + Sync,
-    Arc<JwtAuth>: FromRef<S>,
-    TenantPool: FromRef<S>,
-{
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let tenant = Tenant::from_request_parts(parts, state).await?;
-        TenantDb::begin(&TenantPool::from_ref(state), tenant).await
-    }
-}
+/// Extracting it authenticates the request, so bad credentials are a 401 before any
+/// database work; the first `db.conn().await?` checks a connection out (within the pool's
+/// bound) and begins the transaction. `tenants_core::axum::TenantLayer` (see
+/// [`crate::routes::router`]) commits it when the handler answers 2xx or 3xx and rolls it
+/// back otherwise, on a panic, and when the client goes away.
+pub type Db = tenants_core::axum::TenantDb<Tenant>;
 
 #[cfg(test)]
 mod tests {

@@ -7,6 +7,7 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use serde::Serialize;
+use tenants_core::axum::DbError;
 
 use crate::auth::AuthError;
 
@@ -111,17 +112,17 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<tenants_core::Error> for ApiError {
-    fn from(error: tenants_core::Error) -> Self {
-        use tenants_core::Error;
+impl From<DbError> for ApiError {
+    fn from(error: DbError) -> Self {
         match error {
-            Error::PoolTimedOut { .. } | Error::Connect { .. } => {
-                ApiError::Unavailable(error.to_string())
-            }
-            Error::Database(e) => e.into(),
-            // The extractor validated the id already; an invalid one cannot reach here, but
+            DbError::Unavailable(cause) => ApiError::Unavailable(cause.to_string()),
+            // `auth::Tenant` validated the id already; an invalid one cannot reach here, but
             // it is the caller's credential that names it.
-            Error::InvalidTenantId(e) => ApiError::Unauthorized(AuthError::InvalidTenant(e)),
+            DbError::InvalidTenant(reason) => {
+                ApiError::Unauthorized(AuthError::InvalidTenant(reason))
+            }
+            // A query's error: the statement timeout and a lost connection are 503s.
+            DbError::Database(tenants_core::Error::Database(error)) => error.into(),
             other => ApiError::Internal(other.to_string()),
         }
     }

@@ -1,9 +1,10 @@
 //! A multi-tenant todo service: the Rust counterpart of sqlalchemy-tenants' FastAPI example.
 //!
 //! Each request carries an HS256 JWT naming its tenant; [`auth::Tenant`] verifies it and
-//! [`db::TenantDb`] hands the handler a connection inside a transaction scoped to that
-//! tenant, so PostgreSQL's Row-Level Security keeps tenants apart even where a query
-//! forgot its `WHERE tenant = ...`.
+//! [`db::Db`] (`tenants_core::axum::TenantDb`) hands the handler a connection inside a
+//! transaction scoped to that tenant, committed when the handler succeeds. PostgreSQL's
+//! Row-Level Security keeps tenants apart even where a query forgot its
+//! `WHERE tenant = ...`.
 //!
 //! At start-up the service creates its database if missing, applies its embedded
 //! migrations, and refuses to start when `TenantPool::verify` finds the database out of
@@ -28,18 +29,12 @@ use crate::settings::{Settings, TenantFilter, redact_url};
 /// What every handler can reach.
 #[derive(Debug, Clone)]
 pub struct AppState {
-    /// The tenant-scoped pool.
+    /// The tenant-scoped pool: verified at start-up, then the request transactions'.
     pub pool: TenantPool,
     /// The token verifier.
     pub auth: Arc<JwtAuth>,
     /// Whether queries filter by tenant themselves.
     pub tenant_filter: TenantFilter,
-}
-
-impl FromRef<AppState> for TenantPool {
-    fn from_ref(state: &AppState) -> Self {
-        state.pool.clone()
-    }
 }
 
 impl FromRef<AppState> for Arc<JwtAuth> {

@@ -19,17 +19,20 @@ use diesel_async::RunQueryDsl;
 use serde::Deserialize;
 use tracing::Instrument;
 
+use tenants_core::axum::TenantLayer;
+
 use crate::AppState;
-use crate::auth::Tenant;
-use crate::db::{TenantDb, TodoItem, todo_item};
+use crate::db::{Db, TodoItem, todo_item};
 use crate::error::ApiError;
 use crate::settings::TenantFilter;
 
 /// The longest todo name accepted, in characters.
 pub const MAX_NAME_CHARS: usize = 500;
 
-/// The service's routes, with request tracing.
+/// The service's routes, with request tracing; each request's tenant transaction (see
+/// [`Db`]) commits when the handler answers 2xx or 3xx and rolls back otherwise.
 pub fn router(state: AppState) -> Router {
+    let transactions = TenantLayer::new(state.pool.clone());
     Router::new()
         .route("/healthz", get(healthz))
         .route("/todos", get(list_todos).post(create_todo))
@@ -38,6 +41,8 @@ pub fn router(state: AppState) -> Router {
             get(get_todo).patch(update_todo).delete(delete_todo),
         )
         .fallback(|| async { ApiError::NoRoute })
+        // Inside the request span, so that the commit is logged within it.
+        .layer(transactions)
         .layer(middleware::from_fn(trace_request))
         .with_state(state)
 }
@@ -141,10 +146,10 @@ impl<S: Send + Sync> FromRequestParts<S> for TodoId {
 }
 
 /// `SELECT ... FROM todo_item`, filtered by tenant unless `TENANT_FILTER=rls-only`.
-fn todos<'a>(
+fn todos(
     filter: TenantFilter,
-    tenant: &'a Tenant,
-) -> todo_item::BoxedQuery<'a, diesel::pg::Pg> {
+    tenant: &tenants_core::Tenant,
+) -> todo_item::BoxedQuery<'_, diesel::pg::Pg> {
     let query = todo_item::table.into_boxed();
     match filter {
         TenantFilter::Explicit => query.filter(todo_item::tenant.eq(tenant.as_str())),
@@ -155,45 +160,41 @@ fn todos<'a>(
 /// `GET /todos`: the tenant's todos, oldest first.
 async fn list_todos(
     State(state): State<AppState>,
-    mut db: TenantDb,
+    mut db: Db,
 ) -> Result<Json<Vec<TodoItem>>, ApiError> {
     let tenant = db.tenant().clone();
     let items = todos(state.tenant_filter, &tenant)
         .order(todo_item::id)
         .select(TodoItem::as_select())
-        .load(&mut *db)
+        .load(db.conn().await?)
         .await?;
-    db.commit().await?;
     Ok(Json(items))
 }
 
 /// `GET /todos/{id}`: one todo; another tenant's is 404, like a missing one.
 async fn get_todo(
     State(state): State<AppState>,
-    mut db: TenantDb,
+    mut db: Db,
     TodoId(id): TodoId,
 ) -> Result<Json<TodoItem>, ApiError> {
     let tenant = db.tenant().clone();
     let item = todos(state.tenant_filter, &tenant)
         .filter(todo_item::id.eq(id))
         .select(TodoItem::as_select())
-        .first(&mut *db)
+        .first(db.conn().await?)
         .await
         .optional()?;
-    db.commit().await?;
     item.map(Json).ok_or(ApiError::NotFound)
 }
 
 /// `POST /todos`: creates a todo for the tenant; 201 with the row.
 ///
-/// The body is validated before a connection is checked out, so an invalid one costs no
-/// database work.
+/// The body (the last extractor) is validated before the first `db.conn()` checks a
+/// connection out, so an invalid one costs no database work.
 async fn create_todo(
-    State(state): State<AppState>,
-    tenant: Tenant,
+    mut db: Db,
     ValidJson(input): ValidJson<TodoInput>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let mut db = TenantDb::begin(&state.pool, tenant).await?;
     let tenant = db.tenant().clone();
     let item = diesel::insert_into(todo_item::table)
         .values((
@@ -202,9 +203,8 @@ async fn create_todo(
             todo_item::tenant.eq(tenant.as_str()),
         ))
         .returning(TodoItem::as_returning())
-        .get_result(&mut *db)
+        .get_result(db.conn().await?)
         .await?;
-    db.commit().await?;
     let location = format!("/todos/{}", item.id);
     Ok((
         StatusCode::CREATED,
@@ -216,11 +216,10 @@ async fn create_todo(
 /// `PATCH /todos/{id}`: renames a todo; another tenant's is 404 and stays unchanged.
 async fn update_todo(
     State(state): State<AppState>,
-    tenant: Tenant,
+    mut db: Db,
     TodoId(id): TodoId,
     ValidJson(input): ValidJson<TodoInput>,
 ) -> Result<Json<TodoItem>, ApiError> {
-    let mut db = TenantDb::begin(&state.pool, tenant).await?;
     let tenant = db.tenant().clone();
     let mut update = diesel::update(todo_item::table.filter(todo_item::id.eq(id)))
         .set(todo_item::name.eq(&input.name))
@@ -230,17 +229,16 @@ async fn update_todo(
     }
     let item = update
         .returning(TodoItem::as_returning())
-        .get_result(&mut *db)
+        .get_result(db.conn().await?)
         .await
         .optional()?;
-    db.commit().await?;
     item.map(Json).ok_or(ApiError::NotFound)
 }
 
 /// `DELETE /todos/{id}`: 204; another tenant's is 404 and stays.
 async fn delete_todo(
     State(state): State<AppState>,
-    mut db: TenantDb,
+    mut db: Db,
     TodoId(id): TodoId,
 ) -> Result<StatusCode, ApiError> {
     let tenant = db.tenant().clone();
@@ -248,8 +246,7 @@ async fn delete_todo(
     if state.tenant_filter == TenantFilter::Explicit {
         delete = delete.filter(todo_item::tenant.eq(tenant.as_str()));
     }
-    let deleted = delete.execute(&mut *db).await?;
-    db.commit().await?;
+    let deleted = delete.execute(db.conn().await?).await?;
     if deleted == 0 {
         Err(ApiError::NotFound)
     } else {
