@@ -1,6 +1,7 @@
 //! End-to-end tests of the `tenants` binary on fixture crates and fresh databases.
 
 mod audit;
+mod citus;
 mod connect_errors;
 mod cycle;
 mod errors;

@@ -1,0 +1,265 @@
+//! `--citus`: switching modes writes the migration that replaces one policy form with the
+//! other (on PostgreSQL); `generate --full --citus` for the example service applies on a
+//! Citus coordinator and its isolation cases hold there through `TenantPool` (ignored
+//! without `TENANTS_CITUS_URL`).
+
+use std::path::Path;
+
+use diesel::connection::SimpleConnection;
+use diesel::{ExpressionMethods, QueryDsl};
+use diesel_async::RunQueryDsl as _;
+use tenants_core::{Config, ScopedDsl, TenantPool};
+use tenants_tests::TestDb;
+
+use crate::fixture::{Fixture, Run};
+
+const TABLES_UP: &str =
+    "CREATE TABLE todo_item (id serial PRIMARY KEY, name text NOT NULL, tenant text NOT NULL);";
+const TABLES_DOWN: &str = "DROP TABLE todo_item;";
+const MARKED: &str = "#[tenants_core::with_rls]\ndiesel::table! { todo_item (id) { id -> Int4, name -> Text, tenant -> Text } }\n";
+/// Roles only this test uses: Citus mode makes them LOGIN, which the shared default roles
+/// of the other tests must never become.
+const USER: &str = "tenants_test_citus_mode_user";
+const ADMIN: &str = "tenants_test_citus_mode_admin";
+
+#[test]
+fn switching_citus_mode_writes_the_replacing_migration() {
+    let fx = Fixture::new();
+    tenants_tests::batch_locked(
+        &mut fx.db.connect(),
+        &format!("DROP ROLE IF EXISTS {USER}; DROP ROLE IF EXISTS {ADMIN};"),
+    );
+    fx.migration("2026-01-01-000000_create", TABLES_UP, TABLES_DOWN);
+    fx.migrate();
+    fx.source(MARKED);
+    let names = [
+        "--tenant-role",
+        USER,
+        "--admin-role",
+        ADMIN,
+        "--setting",
+        "citus_mode.tenant",
+    ];
+    let run = |args: &[&str]| fx.tenants(&[args, &names[..]].concat());
+    let generated = run(&["generate", "--name", "plain"]);
+    assert_eq!(generated.code, 0, "{}", generated.stderr);
+    fx.migrate();
+    assert_eq!(run(&["check"]).code, 0);
+
+    // Citus mode: the subquery form differs, the roles cannot log in.
+    let check: Run = run(&["check", "--citus"]);
+    assert_eq!(check.code, 1, "{}", check.stdout);
+    assert!(
+        check
+            .stdout
+            .contains("policy \"tenants_isolation\" differs")
+            && check
+                .stdout
+                .contains(&format!("role \"{USER}\" cannot log in")),
+        "{}",
+        check.stdout
+    );
+    let diff = run(&["diff", "--citus"]);
+    let (up, down) = diff.stdout.split_once("-- down.sql").expect("up and down");
+    for expected in [
+        "DROP POLICY \"tenants_isolation\" ON \"public\".\"todo_item\";",
+        "USING      (\"tenant\" = NULLIF(current_setting('citus_mode.tenant', true), '')::text)",
+        "USING (current_user = 'tenants_test_citus_mode_admin')",
+        &format!("ALTER ROLE \"{USER}\" LOGIN;"),
+    ] {
+        assert!(up.contains(expected), "up.sql lacks {expected}:\n{up}");
+    }
+    assert!(
+        !up.contains("(SELECT NULLIF") && !up.contains("(SELECT current_user)"),
+        "{up}"
+    );
+    assert!(
+        down.contains(
+            "(tenant = ( SELECT NULLIF(current_setting('citus_mode.tenant'::text, true), ''::text) AS \"nullif\"))"
+        ) && down.contains(&format!("ALTER ROLE \"{USER}\" NOLOGIN;")),
+        "down.sql restores the subquery form:\n{down}"
+    );
+    let generated = run(&["generate", "--citus", "--name", "to_citus"]);
+    assert_eq!(generated.code, 0, "{}", generated.stderr);
+    fx.migrate();
+    assert_eq!(run(&["check", "--citus"]).code, 0);
+
+    // The inline form isolates on PostgreSQL too, begin batch prefix included.
+    isolated_through_tenant_pool(
+        &fx.db.url(),
+        Config::default()
+            .with_tenant_role(USER)
+            .and_then(|c| c.with_admin_role(ADMIN))
+            .and_then(|c| c.with_setting("citus_mode.tenant"))
+            .expect("names")
+            .with_citus(true),
+    );
+
+    // And back: the subquery form again; the roles' login is only a warning.
+    let check = run(&["check"]);
+    assert_eq!(check.code, 1, "{}", check.stdout);
+    let generated = run(&["generate", "--name", "back"]);
+    assert_eq!(generated.code, 0, "{}", generated.stderr);
+    fx.migrate();
+    let check = run(&["check"]);
+    assert_eq!(check.code, 0, "{}", check.stdout);
+    assert!(
+        check
+            .stdout
+            .contains(&format!("warning: role \"{USER}\" can log in")),
+        "{}",
+        check.stdout
+    );
+    fx.revert_all();
+}
+
+#[tenants_core::with_rls]
+diesel::table! {
+    todo_item (id) {
+        id -> Int4,
+        name -> Text,
+        tenant -> Text,
+    }
+}
+
+/// The example service's isolation cases, through `TenantPool` with `config`, on the
+/// database `url` whose `todo_item` is under the contract: each tenant writes and sees its
+/// own todos, another tenant's id answers as a missing one, a tricky id stays a value, and
+/// the admin sees all. `pool.verify()` passes first.
+fn isolated_through_tenant_pool(url: &str, config: Config) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let pool = TenantPool::connect_with(url, config, bb8::Pool::builder().max_size(2))
+            .await
+            .expect("pool");
+        let report = pool.verify().await.expect("verify passes");
+        assert!(report.is_ok(), "{report}");
+        let tricky = r"acme' OR '1'='1 \";
+        let mut ids = Vec::new();
+        for (tenant, name) in [
+            ("acme", "acme 1"),
+            ("acme", "acme 2"),
+            ("globex", "globex 1"),
+            (tricky, "tricky 1"),
+        ] {
+            let mut conn = pool.tenant(tenant).await.expect("tenant");
+            let id: i32 = diesel::insert_into(todo_item::table)
+                .values((todo_item::name.eq(name), todo_item::tenant.eq(tenant)))
+                .returning(todo_item::id)
+                .get_result(&mut *conn)
+                .await
+                .expect("insert");
+            conn.commit().await.expect("commit");
+            ids.push(id);
+        }
+        for (tenant, expected) in [
+            ("acme", vec!["acme 1", "acme 2"]),
+            ("globex", vec!["globex 1"]),
+            (tricky, vec!["tricky 1"]),
+        ] {
+            let mut conn = pool.tenant(tenant).await.expect("tenant");
+            let scoped: Vec<String> = todo_item::table
+                .scoped(&conn)
+                .expect("scoped")
+                .select(todo_item::name)
+                .order(todo_item::id)
+                .load(&mut *conn)
+                .await
+                .expect("scoped load");
+            let by_rls_alone: Vec<String> = todo_item::table
+                .select(todo_item::name)
+                .order(todo_item::id)
+                .load(&mut *conn)
+                .await
+                .expect("load");
+            assert_eq!(scoped, expected, "{tenant}");
+            assert_eq!(by_rls_alone, expected, "{tenant}, RLS alone");
+            conn.rollback().await.expect("rollback");
+        }
+        // globex's todo, by id, as acme: missing for every route.
+        let globex_id = ids[2];
+        let mut conn = pool.tenant("acme").await.expect("tenant");
+        let found = todo_item::table
+            .find(globex_id)
+            .select(todo_item::name)
+            .load::<String>(&mut *conn)
+            .await
+            .expect("get");
+        let patched = diesel::update(todo_item::table.find(globex_id))
+            .set(todo_item::name.eq("stolen"))
+            .execute(&mut *conn)
+            .await
+            .expect("patch");
+        let deleted = diesel::delete(todo_item::table.find(globex_id))
+            .execute(&mut *conn)
+            .await
+            .expect("delete");
+        assert_eq!((found.len(), patched, deleted), (0, 0, 0));
+        conn.commit().await.expect("commit");
+        let mut admin = pool.admin().await.expect("admin");
+        let all: i64 = todo_item::table
+            .count()
+            .get_result(&mut *admin)
+            .await
+            .expect("admin count");
+        assert_eq!(all, 4);
+        admin.rollback().await.expect("rollback");
+    });
+}
+
+/// The example's table as Citus wants it: the tenant column in the primary key, the table
+/// distributed by it.
+const CITUS_TABLE_UP: &str = "
+CREATE TABLE todo_item (id serial, name text NOT NULL, tenant text NOT NULL, PRIMARY KEY (tenant, id));
+SELECT create_distributed_table('todo_item', 'tenant');";
+
+#[test]
+#[ignore = "needs TENANTS_CITUS_URL"]
+fn citus_generate_full_applies_on_the_coordinator_and_the_example_isolates() {
+    let db = TestDb::citus();
+    db.connect()
+        .batch_execute(CITUS_TABLE_UP)
+        .expect("create and distribute");
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/todo-api");
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(db.name());
+    if out.exists() {
+        std::fs::remove_dir_all(&out).expect("clean output dir");
+    }
+    let run: Run = std::process::Command::new(env!("CARGO_BIN_EXE_tenants"))
+        .args([
+            "generate",
+            "--full",
+            "--citus",
+            "--grant-to",
+            "CURRENT_USER",
+            "--crate-dir",
+        ])
+        .arg(&example)
+        .arg("--migration-dir")
+        .arg(&out)
+        .args(["--database-url", &db.url()])
+        .env_remove("DATABASE_URL")
+        .output()
+        .expect("run tenants")
+        .into();
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let up = std::fs::read_to_string(Path::new(run.stdout.trim()).join("up.sql")).expect("up.sql");
+    // Applied as diesel applies a migration: the whole file in one batch.
+    db.connect()
+        .batch_execute(&up)
+        .expect("the migration applies on the coordinator");
+    isolated_through_tenant_pool(&db.url(), Config::default().with_citus(true));
+    // And `tenants check --citus` agrees.
+    let check: Run = std::process::Command::new(env!("CARGO_BIN_EXE_tenants"))
+        .args(["check", "--citus", "--crate-dir"])
+        .arg(&example)
+        .args(["--database-url", &db.url()])
+        .env_remove("DATABASE_URL")
+        .output()
+        .expect("run tenants")
+        .into();
+    assert_eq!(check.code, 0, "{}{}", check.stdout, check.stderr);
+}
