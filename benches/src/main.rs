@@ -2,12 +2,14 @@
 //!
 //! ```text
 //! cargo run --release -p tenants-bench -- <tenant_tx|round_trips|rls_scan|cli_diff|lifecycle|all> [--duration SECONDS] [--smoke]
+//! TENANTS_CITUS_URL=postgres://... cargo run --release -p tenants-bench -- citus
 //! ```
 //!
 //! Each benchmark prints its progress and figures and ends with one line
 //! `bench <name>: ratio <r> (<details>)`. Sides are measured in the same run, interleaved,
 //! because the machine is noisy: the ratios hold, the absolute numbers do not.
 
+mod citus;
 mod cli_diff;
 mod db;
 mod error;
@@ -56,6 +58,9 @@ enum Bench {
     CliDiff,
     /// Export and import throughput of one tenant's 1M rows against a plain COPY.
     Lifecycle,
+    /// `tenant_tx` on the Citus coordinator `TENANTS_CITUS_URL` names, with and without a
+    /// tenant filter (not in `all`: CI has no Citus cluster).
+    Citus,
     /// All five, one after the other.
     All,
 }
@@ -68,6 +73,7 @@ impl Bench {
             Bench::RlsScan => "rls_scan",
             Bench::CliDiff => "cli_diff",
             Bench::Lifecycle => "lifecycle",
+            Bench::Citus => "citus",
             Bench::All => "all",
         }
     }
@@ -79,6 +85,7 @@ impl Bench {
             Bench::RlsScan => rls_scan::run(duration, smoke).await,
             Bench::CliDiff => cli_diff::run(duration, smoke).await,
             Bench::Lifecycle => lifecycle::run(smoke).await,
+            Bench::Citus => citus::run(duration, smoke).await,
             Bench::All => unreachable!("`all` is expanded by main"),
         }
     }

@@ -18,7 +18,7 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::db::{BenchDb, OWNER, UrlParts};
 use crate::error::{BenchError, IoContext, Result};
 use crate::stats::Rng;
-use crate::workload::{self, Pick, Pools};
+use crate::workload::{self, Pick, Pools, Read};
 
 /// Counters over every connection through the proxy.
 #[derive(Debug)]
@@ -287,8 +287,18 @@ pub async fn run(smoke: bool) -> Result<String> {
 
     // Warm up: the connections exist and hold their prepared statements.
     for _ in 0..3 {
-        workload::tenant_tx(&pools.tenant, &Pick::random(&mut rng, per_tenant)).await?;
-        workload::plain_tx(&pools.plain, &Pick::random(&mut rng, per_tenant)).await?;
+        workload::tenant_tx(
+            &pools.tenant,
+            &Pick::random(&mut rng, per_tenant),
+            Read::ById,
+        )
+        .await?;
+        workload::plain_tx(
+            &pools.plain,
+            &Pick::random(&mut rng, per_tenant),
+            Read::ById,
+        )
+        .await?;
         drop(pools.tenant.unscoped().await?);
     }
 
@@ -298,8 +308,8 @@ pub async fn run(smoke: bool) -> Result<String> {
             for _ in 0..n {
                 let pick = Pick::random(rng, per_tenant);
                 match (tenant_side, checkout_only) {
-                    (true, false) => workload::tenant_tx(&pools.tenant, &pick).await?,
-                    (false, false) => workload::plain_tx(&pools.plain, &pick).await?,
+                    (true, false) => workload::tenant_tx(&pools.tenant, &pick, Read::ById).await?,
+                    (false, false) => workload::plain_tx(&pools.plain, &pick, Read::ById).await?,
                     // A tenant checkout sends nothing (the begin batch sets role and
                     // tenant itself); a plain one runs the recycle check.
                     (true, true) => drop(pools.tenant.unscoped().await?),

@@ -6,12 +6,12 @@
 //! alternate in rounds (ABBA order, so that drift in the machine's load hits both).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::db::{BenchDb, OWNER};
-use crate::error::{BenchError, Result};
-use crate::stats::{self, Rng};
-use crate::workload::{self, Pick, Pools};
+use crate::error::Result;
+use crate::stats;
+use crate::workload::{self, Phase, Pools, Read};
 
 /// Concurrent client tasks.
 const TASKS: usize = 16;
@@ -27,14 +27,6 @@ enum Side {
     Tenant,
     /// Plain `BEGIN` + table without RLS.
     Plain,
-}
-
-/// What one phase measured.
-#[derive(Debug, Default)]
-struct Phase {
-    transactions: u64,
-    elapsed: Duration,
-    latencies: Vec<Duration>,
 }
 
 /// Runs the benchmark for `duration` (all rounds together) and returns its `bench` line.
@@ -128,38 +120,18 @@ pub async fn run(duration: Duration, smoke: bool) -> Result<String> {
     ))
 }
 
-/// Runs `side` with [`TASKS`] tasks until `length` has passed; a transaction started
-/// before the deadline is finished and counted. Latency runs from before the checkout
-/// (waiting for a free connection included) to after the commit.
+/// Runs `side` with [`TASKS`] tasks until `length` has passed (see
+/// [`workload::closed_loop`]).
 async fn phase(pools: &Arc<Pools>, side: Side, length: Duration, per_tenant: u64) -> Result<Phase> {
-    let start = Instant::now();
-    let deadline = start + length;
-    let mut tasks = Vec::with_capacity(TASKS);
-    for task in 0..TASKS {
-        let pools = Arc::clone(pools);
-        tasks.push(tokio::spawn(async move {
-            let mut rng = Rng::new(task as u64);
-            let mut latencies = Vec::new();
-            while Instant::now() < deadline {
-                let pick = Pick::random(&mut rng, per_tenant);
-                let began = Instant::now();
-                match side {
-                    Side::Tenant => workload::tenant_tx(&pools.tenant, &pick).await?,
-                    Side::Plain => workload::plain_tx(&pools.plain, &pick).await?,
-                }
-                latencies.push(began.elapsed());
+    let pools = Arc::clone(pools);
+    workload::closed_loop(TASKS, length, per_tenant, move |pick| {
+        let pools = Arc::clone(&pools);
+        async move {
+            match side {
+                Side::Tenant => workload::tenant_tx(&pools.tenant, &pick, Read::ById).await,
+                Side::Plain => workload::plain_tx(&pools.plain, &pick, Read::ById).await,
             }
-            Ok::<_, BenchError>(latencies)
-        }));
-    }
-    let mut measured = Phase::default();
-    for task in tasks {
-        let latencies = task
-            .await
-            .map_err(|e| BenchError::Failed(format!("a client task panicked: {e}")))??;
-        measured.transactions += latencies.len() as u64;
-        measured.latencies.extend(latencies);
-    }
-    measured.elapsed = start.elapsed();
-    Ok(measured)
+        }
+    })
+    .await
 }

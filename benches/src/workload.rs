@@ -1,4 +1,8 @@
-//! The read-one-insert-one transaction of `tenant_tx` and `round_trips`, in its two forms.
+//! The read-one-insert-one transaction of `tenant_tx`, `round_trips` and `citus`, in its
+//! two forms, and the closed loop that runs it.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
 
 use diesel::prelude::*;
 use diesel_async::pooled_connection::AsyncDieselConnectionManager;
@@ -9,7 +13,7 @@ use diesel_async::{
 };
 use tenants_core::policy::{Grantee, QualifiedName, TableSpec};
 use tenants_core::registry::TenantSqlType;
-use tenants_core::{Config, TenantPool};
+use tenants_core::{Config, ScopedDsl, TenantPool};
 
 use crate::db::{self, BenchDb, OWNER};
 use crate::error::{BenchError, Result};
@@ -125,21 +129,50 @@ impl Pick {
     }
 }
 
-/// The tenant side: `pool.tenant(..)`, read the row by id (RLS adds the tenant check),
-/// insert a row, `commit()`.
-pub async fn tenant_tx(pool: &TenantPool, pick: &Pick) -> Result<()> {
-    let mut conn = pool.tenant(pick.tenant.as_str()).await?;
-    let (id, _name): (i64, String) = item_rls::table
-        .find(pick.id)
-        .select((item_rls::id, item_rls::name))
-        .get_result(&mut *conn)
-        .await?;
-    if id != pick.id {
-        return Err(BenchError::Failed(format!(
+/// How a transaction reads its row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Read {
+    /// By id alone (on the tenant side RLS adds the tenant check).
+    ById,
+    /// By id, filtered by the tenant too: `scoped()` on the tenant side, `WHERE tenant =
+    /// $1` on the plain side (on Citus, what routes the read to one shard).
+    ByTenantAndId,
+}
+
+fn check_row(id: i64, pick: &Pick) -> Result<()> {
+    if id == pick.id {
+        Ok(())
+    } else {
+        Err(BenchError::Failed(format!(
             "read row {id}, wanted {}",
             pick.id
-        )));
+        )))
     }
+}
+
+/// The tenant side: `pool.tenant(..)`, read the row as `read` says, insert a row,
+/// `commit()`.
+pub async fn tenant_tx(pool: &TenantPool, pick: &Pick, read: Read) -> Result<()> {
+    let mut conn = pool.tenant(pick.tenant.as_str()).await?;
+    let columns = (item_rls::id, item_rls::name);
+    let (id, _name): (i64, String) = match read {
+        Read::ById => {
+            item_rls::table
+                .find(pick.id)
+                .select(columns)
+                .get_result(&mut *conn)
+                .await?
+        }
+        Read::ByTenantAndId => {
+            item_rls::table
+                .scoped(&conn)?
+                .find(pick.id)
+                .select(columns)
+                .get_result(&mut *conn)
+                .await?
+        }
+    };
+    check_row(id, pick)?;
     diesel::insert_into(item_rls::table)
         .values((
             item_rls::tenant.eq(pick.tenant.as_str()),
@@ -153,21 +186,29 @@ pub async fn tenant_tx(pool: &TenantPool, pick: &Pick) -> Result<()> {
 
 /// The plain side: the same statements on `item_plain`, between diesel-async's own
 /// `BEGIN` and `COMMIT` (what `AsyncConnection::transaction` sends).
-pub async fn plain_tx(pool: &Pool<AsyncPgConnection>, pick: &Pick) -> Result<()> {
+pub async fn plain_tx(pool: &Pool<AsyncPgConnection>, pick: &Pick, read: Read) -> Result<()> {
     let mut conn = pool.get().await?;
     let conn = &mut *conn;
     AnsiTransactionManager::begin_transaction(conn).await?;
-    let (id, _name): (i64, String) = item_plain::table
-        .find(pick.id)
-        .select((item_plain::id, item_plain::name))
-        .get_result(conn)
-        .await?;
-    if id != pick.id {
-        return Err(BenchError::Failed(format!(
-            "read row {id}, wanted {}",
-            pick.id
-        )));
-    }
+    let columns = (item_plain::id, item_plain::name);
+    let (id, _name): (i64, String) = match read {
+        Read::ById => {
+            item_plain::table
+                .find(pick.id)
+                .select(columns)
+                .get_result(conn)
+                .await?
+        }
+        Read::ByTenantAndId => {
+            item_plain::table
+                .filter(item_plain::tenant.eq(pick.tenant.as_str()))
+                .find(pick.id)
+                .select(columns)
+                .get_result(conn)
+                .await?
+        }
+    };
+    check_row(id, pick)?;
     diesel::insert_into(item_plain::table)
         .values((
             item_plain::tenant.eq(pick.tenant.as_str()),
@@ -177,4 +218,71 @@ pub async fn plain_tx(pool: &Pool<AsyncPgConnection>, pick: &Pick) -> Result<()>
         .await?;
     AnsiTransactionManager::commit_transaction(conn).await?;
     Ok(())
+}
+
+/// What one phase of a closed loop measured.
+#[derive(Debug, Default)]
+pub struct Phase {
+    /// Transactions finished.
+    pub transactions: u64,
+    /// Wall time of the phase.
+    pub elapsed: Duration,
+    /// Each transaction's latency.
+    pub latencies: Vec<Duration>,
+}
+
+impl Phase {
+    /// Transactions per second.
+    pub fn tps(&self) -> f64 {
+        self.transactions as f64 / self.elapsed.as_secs_f64()
+    }
+
+    /// Adds `other`'s transactions, time and latencies to this one.
+    pub fn add(&mut self, other: Phase) {
+        self.transactions += other.transactions;
+        self.elapsed += other.elapsed;
+        self.latencies.extend(other.latencies);
+    }
+}
+
+/// A closed loop: `tasks` tokio tasks run `transaction` on a random [`Pick`] back to back
+/// until `length` has passed; a transaction started before the deadline is finished and
+/// counted. Latency runs from before the call (the checkout's wait included) to its end.
+pub async fn closed_loop<F, Fut>(
+    tasks: usize,
+    length: Duration,
+    per_tenant: u64,
+    transaction: F,
+) -> Result<Phase>
+where
+    F: Fn(Pick) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = Result<()>> + Send,
+{
+    let start = Instant::now();
+    let deadline = start + length;
+    let mut handles = Vec::with_capacity(tasks);
+    for task in 0..tasks {
+        let transaction = transaction.clone();
+        handles.push(tokio::spawn(async move {
+            let mut rng = Rng::new(task as u64);
+            let mut latencies = Vec::new();
+            while Instant::now() < deadline {
+                let pick = Pick::random(&mut rng, per_tenant);
+                let began = Instant::now();
+                transaction(pick).await?;
+                latencies.push(began.elapsed());
+            }
+            Ok::<_, BenchError>(latencies)
+        }));
+    }
+    let mut measured = Phase::default();
+    for handle in handles {
+        let latencies = handle
+            .await
+            .map_err(|e| BenchError::Failed(format!("a client task panicked: {e}")))??;
+        measured.transactions += latencies.len() as u64;
+        measured.latencies.extend(latencies);
+    }
+    measured.elapsed = start.elapsed();
+    Ok(measured)
 }
