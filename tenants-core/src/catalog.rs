@@ -1,12 +1,14 @@
 //! Reads what the live database says about the marked tables, in a fixed number of
 //! queries whatever the number of tables (each query takes all tables as arrays).
 
-use diesel::QueryableByName;
+use std::future::Future;
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+
+use diesel::pg::Pg;
+use diesel::query_builder::{BoxedSqlQuery, SqlQuery};
 use diesel::sql_types::{Array, Bool, Integer, Nullable, Text};
-use diesel_async::{
-    AnsiTransactionManager, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection,
-    TransactionManager,
-};
+use diesel::{PgConnection, QueryResult, QueryableByName};
 
 use crate::config::Config;
 use crate::policy;
@@ -369,14 +371,23 @@ const TABLES_AND_OURS: &str = "(SELECT * FROM unnest($1::text[], $2::text[])
      ) AS t(schema, name)";
 
 /// The tenant columns of `tables` that exist, in one query.
+#[cfg(feature = "async")]
+#[cfg_attr(docsrs, doc(cfg(feature = "async")))]
 pub async fn columns(
-    conn: &mut AsyncPgConnection,
+    conn: &mut diesel_async::AsyncPgConnection,
+    tables: &[(QualifiedName, String)],
+) -> Result<Vec<ColumnState>, diesel::result::Error> {
+    columns_on(conn, tables).await
+}
+
+async fn columns_on(
+    conn: &mut impl CatalogConnection,
     tables: &[(QualifiedName, String)],
 ) -> Result<Vec<ColumnState>, diesel::result::Error> {
     let schemas: Vec<&str> = tables.iter().map(|(t, _)| t.schema.as_str()).collect();
     let names: Vec<&str> = tables.iter().map(|(t, _)| t.name.as_str()).collect();
     let columns: Vec<&str> = tables.iter().map(|(_, c)| c.as_str()).collect();
-    diesel::sql_query(
+    statement(
         "SELECT t.schema, t.name AS table, t.col AS column,
                 format_type(a.atttypid, a.atttypmod) AS type_name, a.attnotnull AS not_null
          FROM unnest($1::text[], $2::text[], $3::text[]) AS t(schema, name, col)
@@ -396,8 +407,31 @@ pub async fn columns(
 /// checking the membership of each of `members` (the connecting role when empty) in our
 /// roles: a fixed number of statements (ten reads and a rolled-back probe transaction, and
 /// one read of Citus's metadata on a database with Citus) whatever the number of tables.
+#[cfg(feature = "async")]
+#[cfg_attr(docsrs, doc(cfg(feature = "async")))]
 pub async fn read(
-    conn: &mut AsyncPgConnection,
+    conn: &mut diesel_async::AsyncPgConnection,
+    config: &Config,
+    tables: &[MarkedTable],
+    shared: &[QualifiedName],
+    members: &[String],
+) -> Result<Catalog, diesel::result::Error> {
+    read_on(conn, config, tables, shared, members).await
+}
+
+/// [`read`] on a synchronous `diesel::PgConnection`: the same statements, in the same order.
+pub fn read_sync(
+    conn: &mut PgConnection,
+    config: &Config,
+    tables: &[MarkedTable],
+    shared: &[QualifiedName],
+    members: &[String],
+) -> Result<Catalog, diesel::result::Error> {
+    completed_at_once(read_on(conn, config, tables, shared, members))
+}
+
+async fn read_on(
+    conn: &mut impl CatalogConnection,
     config: &Config,
     tables: &[MarkedTable],
     shared: &[QualifiedName],
@@ -413,7 +447,7 @@ pub async fn read(
     let our_roles = [config.tenant_role(), config.admin_role()];
     let our_policies = [config.isolation_policy(), config.admin_policy()];
 
-    let roles = diesel::sql_query(
+    let roles = statement(
         "SELECT r.name, o.oid IS NOT NULL AS exists,
                 COALESCE(o.rolsuper, false) AS superuser, COALESCE(o.rolbypassrls, false) AS bypass_rls,
                 COALESCE(o.rolcanlogin, false) AS can_login
@@ -426,7 +460,7 @@ pub async fn read(
     .await?;
 
     // pg_has_role raises for a missing role, hence the joins guarding it.
-    let memberships = diesel::sql_query(
+    let memberships = statement(
         "SELECT r.name AS role, m.name AS member,
                 COALESCE(CASE WHEN ro.oid IS NOT NULL AND mo.oid IS NOT NULL
                               THEN pg_has_role(mo.oid, ro.oid, 'MEMBER') END, false) AS is_member
@@ -442,7 +476,7 @@ pub async fn read(
     .load::<Membership>(conn)
     .await?;
 
-    let login_and_server = diesel::sql_query(format!(
+    let login_and_server = statement(format!(
         "SELECT session_user::text AS name, rolsuper AS superuser, rolbypassrls AS bypass_rls,
                 (SELECT extversion::text FROM pg_extension WHERE extname = 'citus') AS citus_version,
                 current_setting({}, true) AS propagate_set_commands
@@ -453,7 +487,7 @@ pub async fn read(
     .await?;
     let login = login_and_server.login;
 
-    let schema_usage = diesel::sql_query(
+    let schema_usage = statement(
         "SELECT s.schema, r.name AS role,
                 COALESCE(CASE WHEN o.oid IS NOT NULL AND n.oid IS NOT NULL
                               THEN has_schema_privilege(o.oid, n.oid, 'USAGE') END, false) AS usage
@@ -468,7 +502,7 @@ pub async fn read(
     .load::<SchemaUsage>(conn)
     .await?;
 
-    let table_states = diesel::sql_query(format!(
+    let table_states = statement(format!(
         "SELECT t.schema, t.name, c.relrowsecurity AS rls_enabled, c.relforcerowsecurity AS rls_forced
          FROM {TABLES_AND_OURS}
          JOIN pg_namespace n ON n.nspname = t.schema
@@ -485,9 +519,9 @@ pub async fn read(
         .iter()
         .map(|t| (t.table.clone(), t.key.column.clone()))
         .collect();
-    let tenant_columns = columns(conn, &column_keys).await?;
+    let tenant_columns = columns_on(conn, &column_keys).await?;
 
-    let policies = diesel::sql_query(format!(
+    let policies = statement(format!(
         "SELECT p.schemaname::text AS schema, p.tablename::text AS table, p.policyname::text AS name,
                 p.permissive, p.roles::text[] AS roles, p.cmd, p.qual AS using, p.with_check AS check
          FROM {TABLES_AND_OURS}
@@ -500,7 +534,7 @@ pub async fn read(
     .load::<PolicyState>(conn)
     .await?;
 
-    let table_privileges = diesel::sql_query(format!(
+    let table_privileges = statement(format!(
         "SELECT t.schema, t.name, g.rolname::text AS grantee, a.privilege_type AS privilege
          FROM {TABLES}
          JOIN pg_namespace n ON n.nspname = t.schema
@@ -514,7 +548,7 @@ pub async fn read(
     .load::<Privilege>(conn)
     .await?;
 
-    let shared = diesel::sql_query(
+    let shared = statement(
         "SELECT t.schema, t.name, c.oid IS NOT NULL AS exists
          FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS t(schema, name, i)
          LEFT JOIN pg_namespace n ON n.nspname = t.schema
@@ -536,14 +570,14 @@ pub async fn read(
          JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S'
          JOIN pg_namespace sn ON sn.oid = s.relnamespace"
     );
-    let sequences = diesel::sql_query(format!(
+    let sequences = statement(format!(
         "SELECT table_schema, table_name, schema, name FROM ({owned}) o ORDER BY 1, 2, 3, 4"
     ))
     .bind::<Array<Text>, _>(&schemas)
     .bind::<Array<Text>, _>(&names)
     .load::<OwnedSequence>(conn)
     .await?;
-    let sequence_privileges = diesel::sql_query(format!(
+    let sequence_privileges = statement(format!(
         "SELECT o.schema, o.name, g.rolname::text AS grantee, a.privilege_type AS privilege
          FROM ({owned}) o CROSS JOIN LATERAL aclexplode(o.relacl) a
          JOIN pg_roles g ON g.oid = a.grantee ORDER BY 1, 2, 3, 4"
@@ -590,11 +624,11 @@ pub async fn read(
 /// How Citus holds each of the tables (`schemas` and `names` zipped) that exist, in one
 /// query; only on a database with Citus, whose `pg_dist_partition` it reads.
 async fn distribution(
-    conn: &mut AsyncPgConnection,
+    conn: &mut impl CatalogConnection,
     schemas: &[&str],
     names: &[&str],
 ) -> Result<Vec<CitusTable>, diesel::result::Error> {
-    let rows = diesel::sql_query(format!(
+    let rows = statement(format!(
         "SELECT DISTINCT t.schema, t.name, p.partmethod::text AS method, p.repmodel::text AS replication,
                 CASE WHEN p.partmethod IN ('h', 'a', 'r')
                      THEN column_to_column_name(p.logicalrelid, p.partkey) END AS column,
@@ -616,7 +650,7 @@ async fn distribution(
 /// how the server deparses them and rolls everything back. Comparing against the server's
 /// own deparse is exact where comparing SQL text would not be.
 async fn probe(
-    conn: &mut AsyncPgConnection,
+    conn: &mut impl CatalogConnection,
     config: &Config,
     keys: &[ProbeKey],
     admin_exists: bool,
@@ -651,9 +685,9 @@ async fn probe(
         }
     }
     // Through the transaction manager, so that inside a transaction this is a savepoint.
-    AnsiTransactionManager::begin_transaction(conn).await?;
+    conn.begin().await?;
     let deparsed = probe_in_transaction(conn, &ddl).await;
-    AnsiTransactionManager::rollback_transaction(conn).await?;
+    conn.rollback().await?;
     let deparsed = deparsed?;
 
     let def_of = |table: &str, name: &str| {
@@ -685,11 +719,11 @@ fn probe_error(table: &str) -> diesel::result::Error {
 }
 
 async fn probe_in_transaction(
-    conn: &mut AsyncPgConnection,
+    conn: &mut impl CatalogConnection,
     ddl: &str,
 ) -> Result<Vec<PolicyState>, diesel::result::Error> {
     conn.batch_execute(ddl).await?;
-    diesel::sql_query(
+    statement(
         "SELECT schemaname::text AS schema, tablename::text AS table, policyname::text AS name,
                 permissive, roles::text[] AS roles, cmd, qual AS using, with_check AS check
          FROM pg_policies
@@ -698,4 +732,118 @@ async fn probe_in_transaction(
     )
     .load::<PolicyState>(conn)
     .await
+}
+
+/// A catalog statement: loaded the same way on the async and the sync connection.
+type Statement<'a> = BoxedSqlQuery<'a, Pg, SqlQuery>;
+
+fn statement<'a>(sql: impl Into<String>) -> Statement<'a> {
+    diesel::sql_query(sql).into_boxed()
+}
+
+/// A connection the catalog is read on. The reader is written once, as async code: on
+/// diesel-async's connection each step awaits the server; on diesel's synchronous
+/// `PgConnection` each step has completed when its future is made, so [`read_sync`] runs
+/// the reader to its end in a single poll, without a runtime.
+trait CatalogConnection {
+    async fn load<U>(&mut self, statement: Statement<'_>) -> QueryResult<Vec<U>>
+    where
+        U: QueryableByName<Pg> + Send + 'static;
+
+    async fn batch_execute(&mut self, sql: &str) -> QueryResult<()>;
+
+    /// Begins a transaction (a savepoint inside one) through the transaction manager.
+    async fn begin(&mut self) -> QueryResult<()>;
+
+    /// Rolls back what [`CatalogConnection::begin`] began.
+    async fn rollback(&mut self) -> QueryResult<()>;
+}
+
+#[cfg(feature = "async")]
+impl CatalogConnection for diesel_async::AsyncPgConnection {
+    async fn load<U>(&mut self, statement: Statement<'_>) -> QueryResult<Vec<U>>
+    where
+        U: QueryableByName<Pg> + Send + 'static,
+    {
+        diesel_async::RunQueryDsl::load(statement, self).await
+    }
+
+    async fn batch_execute(&mut self, sql: &str) -> QueryResult<()> {
+        diesel_async::SimpleAsyncConnection::batch_execute(self, sql).await
+    }
+
+    async fn begin(&mut self) -> QueryResult<()> {
+        use diesel_async::TransactionManager;
+        diesel_async::AnsiTransactionManager::begin_transaction(self).await
+    }
+
+    async fn rollback(&mut self) -> QueryResult<()> {
+        use diesel_async::TransactionManager;
+        diesel_async::AnsiTransactionManager::rollback_transaction(self).await
+    }
+}
+
+impl CatalogConnection for PgConnection {
+    async fn load<U>(&mut self, statement: Statement<'_>) -> QueryResult<Vec<U>>
+    where
+        U: QueryableByName<Pg> + Send + 'static,
+    {
+        diesel::RunQueryDsl::load(statement, self)
+    }
+
+    async fn batch_execute(&mut self, sql: &str) -> QueryResult<()> {
+        diesel::connection::SimpleConnection::batch_execute(self, sql)
+    }
+
+    async fn begin(&mut self) -> QueryResult<()> {
+        use diesel::connection::TransactionManager;
+        diesel::connection::AnsiTransactionManager::begin_transaction(self)
+    }
+
+    async fn rollback(&mut self) -> QueryResult<()> {
+        use diesel::connection::TransactionManager;
+        diesel::connection::AnsiTransactionManager::rollback_transaction(self)
+    }
+}
+
+/// `load` and `get_result` of a [`Statement`], on either connection.
+trait Load {
+    async fn load<U>(self, conn: &mut impl CatalogConnection) -> QueryResult<Vec<U>>
+    where
+        U: QueryableByName<Pg> + Send + 'static;
+
+    async fn get_result<U>(self, conn: &mut impl CatalogConnection) -> QueryResult<U>
+    where
+        U: QueryableByName<Pg> + Send + 'static;
+}
+
+impl Load for Statement<'_> {
+    async fn load<U>(self, conn: &mut impl CatalogConnection) -> QueryResult<Vec<U>>
+    where
+        U: QueryableByName<Pg> + Send + 'static,
+    {
+        conn.load(self).await
+    }
+
+    async fn get_result<U>(self, conn: &mut impl CatalogConnection) -> QueryResult<U>
+    where
+        U: QueryableByName<Pg> + Send + 'static,
+    {
+        conn.load(self)
+            .await?
+            .into_iter()
+            .next()
+            .ok_or(diesel::result::Error::NotFound)
+    }
+}
+
+/// The output of a future that completes without waiting, as the reader does on the sync
+/// connection: polled once.
+fn completed_at_once<T>(future: impl Future<Output = QueryResult<T>>) -> QueryResult<T> {
+    match pin!(future).poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(output) => output,
+        Poll::Pending => Err(diesel::result::Error::QueryBuilderError(
+            "the catalog reader waited on a synchronous connection".into(),
+        )),
+    }
 }

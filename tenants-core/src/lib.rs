@@ -12,25 +12,37 @@
 //! - [`registry::tables`] lists every marked table linked into the binary;
 //! - [`TenantPool::verify`] compares the live database with them.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 #[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod axum;
 pub mod catalog;
+#[cfg(any(feature = "async", feature = "sync"))]
+mod checkout;
 mod config;
+#[cfg(feature = "async")]
 mod connect;
 mod error;
 #[cfg(test)]
 mod layers;
+#[cfg(feature = "async")]
+#[cfg_attr(docsrs, doc(cfg(feature = "async")))]
 pub mod lifecycle;
 pub mod plan;
 pub mod policy;
+#[cfg(feature = "async")]
 mod pool;
 pub mod registry;
 mod scope;
 pub mod scoped;
 mod spec;
 mod sync;
+#[cfg(feature = "sync")]
+mod sync_pool;
 mod tenant;
 #[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
 pub mod verify;
 
@@ -39,12 +51,19 @@ pub mod verify;
 pub mod __private;
 
 pub use config::{Config, ConfigError, MAX_NAME_BYTES};
+#[cfg(feature = "async")]
+#[cfg_attr(docsrs, doc(cfg(feature = "async")))]
 pub use connect::establish;
 pub use error::Error;
+#[cfg(feature = "async")]
+#[cfg_attr(docsrs, doc(cfg(feature = "async")))]
 pub use pool::{AsyncTenantTransactionExt, ScopedFn, TenantConnection, TenantPool};
 pub use scope::Scope;
 pub use scoped::ScopedDsl;
 pub use sync::TenantTransactionExt;
+#[cfg(feature = "sync")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sync")))]
+pub use sync_pool::{SyncConnectionManager, SyncTenantConnection, SyncTenantPool};
 pub use tenant::{InvalidTenantId, MAX_TENANT_ID_BYTES, Tenant, TenantId};
 pub use tenants_derive::{shared, with_rls};
 pub use verify::{Finding, Severity, VerifyReport};

@@ -2,7 +2,7 @@
 
 use std::future::Future;
 use std::ops::{Deref, DerefMut};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bb8::RunError;
 use diesel::ConnectionError;
@@ -17,10 +17,13 @@ use diesel_async::{
     TransactionManager,
 };
 
+use crate::checkout::{
+    CleanCheck, LastConnectError, clean_check_prepared_sql, clean_check_sql, clean_check_verdict,
+};
 use crate::config::Config;
 use crate::error::Error;
 use crate::scope::Scope;
-use crate::tenant::{Tenant, TenantId, quote_literal};
+use crate::tenant::{Tenant, TenantId};
 use crate::verify::VerifyReport;
 
 /// An async closure taking a connection, whose future can be named to require `Send`.
@@ -74,28 +77,6 @@ pub struct TenantPool {
     target: Option<Arc<str>>,
     /// The last failed attempt to open a connection; `None` as for `target`.
     connect_error: Option<LastConnectError>,
-}
-
-/// Why the pool's last attempt to open a connection failed; cleared when one succeeds.
-/// bb8 retries failed connections until a checkout times out and then reports only
-/// `TimedOut`: this keeps the reason for that error.
-#[derive(Debug, Clone, Default)]
-struct LastConnectError(Arc<Mutex<Option<String>>>);
-
-impl LastConnectError {
-    fn record(&self, reason: Option<String>) {
-        *self
-            .0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = reason;
-    }
-
-    fn get(&self) -> Option<String> {
-        self.0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
-    }
 }
 
 impl std::fmt::Debug for TenantPool {
@@ -211,14 +192,9 @@ impl TenantPool {
                     let clean = match prepared {
                         // With the statement cache on (the default): a cached prepared
                         // statement, executed without being parsed or planned again.
-                        Some(prepared) => match prepared.get_result::<bool>(conn).await {
-                            Ok(true) => Ok(()),
-                            Ok(false) => Err(DieselError::QueryBuilderError(
-                                "pooled connection is not clean: role switched or tenant set"
-                                    .into(),
-                            )),
-                            Err(error) => Err(error),
-                        },
+                        Some(prepared) => {
+                            clean_check_verdict(prepared.get_result::<bool>(conn).await)
+                        }
                         // A simple-protocol statement: no prepared statement, so it works
                         // behind any PgBouncer; it fails when not clean.
                         None => conn.batch_execute(&check).await,
@@ -438,56 +414,6 @@ impl TenantPool {
         } else {
             Err(Error::Drift(report))
         }
-    }
-}
-
-/// A statement that fails unless the connection is back to its login role, with no tenant
-/// set and no transaction left open. Sent with the simple protocol, where a statement
-/// outside a transaction block has `now() = statement_timestamp()`; inside one begun
-/// earlier, `now()` is older.
-fn clean_check_sql(config: &Config) -> String {
-    format!(
-        "DO $tenants$ BEGIN\n  IF current_user <> session_user\n     OR coalesce(current_setting({}, true), '') <> ''\n     OR now() <> statement_timestamp() THEN\n    RAISE EXCEPTION 'tenants: pooled connection not clean (role %, tenant or transaction left over)', current_user;\n  END IF;\nEND $tenants$",
-        quote_literal(config.setting())
-    )
-}
-
-/// The check as one `SELECT` for the extended protocol, true when clean. Of a transaction
-/// left open by raw SQL it sees one that wrote (it has a transaction id); not one that only
-/// read (`now() <> statement_timestamp()` holds for every extended-protocol statement). One
-/// opened through diesel's transaction manager makes bb8 discard the connection before
-/// this runs (`has_broken`).
-fn clean_check_prepared_sql(config: &Config) -> String {
-    format!(
-        "SELECT current_user = session_user AND coalesce(current_setting({}, true), '') = '' \
-         AND pg_current_xact_id_if_assigned() IS NULL",
-        quote_literal(config.setting())
-    )
-}
-
-/// The prepared recycle check: diesel caches it by its SQL text. (`diesel::dsl::sql` and
-/// `sql_query` are never cached: the check would be parsed, planned and closed again on
-/// every checkout, one extra round trip.)
-#[derive(Debug, Clone)]
-struct CleanCheck(Arc<str>);
-
-impl diesel::query_builder::QueryId for CleanCheck {
-    type QueryId = ();
-    // No static id: the cache keys the statement by its SQL, which the config shapes.
-    const HAS_STATIC_QUERY_ID: bool = false;
-}
-
-impl diesel::query_builder::Query for CleanCheck {
-    type SqlType = diesel::sql_types::Bool;
-}
-
-impl diesel::query_builder::QueryFragment<diesel::pg::Pg> for CleanCheck {
-    fn walk_ast<'b>(
-        &'b self,
-        mut out: diesel::query_builder::AstPass<'_, 'b, diesel::pg::Pg>,
-    ) -> diesel::QueryResult<()> {
-        out.push_sql(&self.0);
-        Ok(())
     }
 }
 

@@ -33,7 +33,6 @@ use diesel::sql_types::{Int4, Int8, SingleValue, Text, Uuid};
 use diesel::{Column, Expression, ExpressionMethods, Table};
 
 use crate::error::Error;
-use crate::pool::TenantConnection;
 use crate::registry::TenantSqlType;
 use crate::scope::Scope;
 use crate::tenant::{InvalidTenantId, Tenant};
@@ -92,7 +91,8 @@ fn wrong_type(expected: TenantSqlType) -> InvalidTenantId {
     InvalidTenantId::WrongType { expected }
 }
 
-/// Whatever knows the tenant a query runs for: a [`TenantConnection`], a [`Scope`], the
+/// Whatever knows the tenant a query runs for: a [`TenantConnection`](crate::TenantConnection)
+/// or [`SyncTenantConnection`](crate::SyncTenantConnection), a [`Scope`], the
 /// [`Tenant`] given to `TenantPool::transaction` and `tenant_transaction`, or (feature
 /// `axum`) the request's `TenantDb`.
 pub trait TenantScope {
@@ -112,7 +112,15 @@ impl TenantScope for Scope {
     }
 }
 
-impl TenantScope for TenantConnection {
+#[cfg(feature = "async")]
+impl TenantScope for crate::pool::TenantConnection {
+    fn scope_tenant(&self) -> Option<&Tenant> {
+        self.tenant()
+    }
+}
+
+#[cfg(feature = "sync")]
+impl TenantScope for crate::sync_pool::SyncTenantConnection {
     fn scope_tenant(&self) -> Option<&Tenant> {
         self.tenant()
     }

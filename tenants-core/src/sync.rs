@@ -103,17 +103,26 @@ impl TenantTransactionExt for PgConnection {
             }
             return Err(Error::from(error).into());
         }
-        match f(self) {
-            Ok(value) => {
-                AnsiTransactionManager::commit_transaction(self).map_err(Error::from)?;
-                Ok(value)
-            }
-            Err(user_error) => match AnsiTransactionManager::rollback_transaction(self) {
-                // A broken transaction manager is reported by the next use of the connection;
-                // the caller's error is the one worth seeing, as in diesel's own `transaction`.
-                Ok(()) | Err(diesel::result::Error::BrokenTransactionManager) => Err(user_error),
-                Err(rollback_error) => Err(Error::from(rollback_error).into()),
-            },
+        let result = f(self);
+        finish(self, result)
+    }
+}
+
+/// Commits after `Ok`, rolls back after `Err`, exactly as diesel's `transaction`.
+pub(crate) fn finish<T, E>(conn: &mut PgConnection, result: Result<T, E>) -> Result<T, E>
+where
+    E: From<Error>,
+{
+    match result {
+        Ok(value) => {
+            AnsiTransactionManager::commit_transaction(conn).map_err(Error::from)?;
+            Ok(value)
         }
+        Err(user_error) => match AnsiTransactionManager::rollback_transaction(conn) {
+            // A broken transaction manager is reported by the next use of the connection;
+            // the caller's error is the one worth seeing, as in diesel's own `transaction`.
+            Ok(()) | Err(diesel::result::Error::BrokenTransactionManager) => Err(user_error),
+            Err(rollback_error) => Err(Error::from(rollback_error).into()),
+        },
     }
 }

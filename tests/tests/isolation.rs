@@ -2,10 +2,10 @@
 //! table owner and as a non-owner login role, the kit's isolation check passes
 //! (`tenants_core::testing`: each tenant sees and writes only its rows, no scope sees and
 //! writes nothing, admin sees all), and every tenant, admin, commit and rollback leaves the
-//! pooled connection as it found it.
+//! pooled connection as it found it. The scenario runs through the async `TenantPool` and,
+//! on PostgreSQL, through the sync `SyncTenantPool` too.
 
 use diesel::prelude::*;
-use diesel::sql_types::BigInt;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use std::future::Future;
 use std::pin::Pin;
@@ -14,7 +14,8 @@ use tenants_core::testing::IsolationCheck;
 use tenants_core::{Tenant, TenantId};
 use tenants_tests::TestDb;
 
-use crate::common::{Login, Server, assert_db_error, checkout_session, create_marked_table};
+use crate::common::{Login, Server, assert_db_error, create_marked_table};
+use crate::pool_kind::{self, AnyPool, PoolKind};
 
 type Names<'a> = Pin<Box<dyn Future<Output = QueryResult<Vec<String>>> + Send + 'a>>;
 type Inserted<'a> = Pin<Box<dyn Future<Output = QueryResult<usize>> + Send + 'a>>;
@@ -30,22 +31,10 @@ pub struct Kind<A: TenantId, B: TenantId> {
     pub b_sql: &'static str,
     /// Loads every visible name through the Diesel DSL (a cached prepared statement).
     pub names: for<'a> fn(&'a mut AsyncPgConnection) -> Names<'a>,
+    /// The same, on a synchronous connection.
+    pub names_sync: fn(&mut PgConnection) -> QueryResult<Vec<String>>,
     /// The kit's row maker: inserts one row for a tenant through the Diesel DSL.
     pub row: for<'a> fn(&'a mut AsyncPgConnection, &'a Tenant) -> Inserted<'a>,
-}
-
-#[derive(Debug, QueryableByName)]
-struct N {
-    #[diesel(sql_type = BigInt)]
-    n: i64,
-}
-
-async fn count(conn: &mut AsyncPgConnection, sql: &str) -> i64 {
-    diesel::sql_query(sql)
-        .get_result::<N>(conn)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-        .n
 }
 
 /// The kit's check of `kind`'s table alone (the database holds no other), counting rows
@@ -69,6 +58,11 @@ pub async fn run<A: TenantId + Copy, B: TenantId + Copy>(kind: Kind<A, B>, login
     run_on(kind, login, Server::Direct).await;
 }
 
+/// The suite through the sync pool, on PostgreSQL.
+pub async fn run_sync<A: TenantId + Copy, B: TenantId + Copy>(kind: Kind<A, B>, login: Login) {
+    run_with(kind, login, Server::Direct, PoolKind::Sync).await;
+}
+
 /// The suite on `server`: directly, through PgBouncer in transaction mode (where one pool
 /// connection may reach a different server backend in each transaction), or on a Citus
 /// coordinator with the table distributed by its tenant column.
@@ -76,6 +70,16 @@ pub async fn run_on<A: TenantId + Copy, B: TenantId + Copy>(
     kind: Kind<A, B>,
     login: Login,
     server: Server<'_>,
+) {
+    run_with(kind, login, server, PoolKind::Async).await;
+}
+
+/// The suite on `server` through a pool of `pool_kind`.
+async fn run_with<A: TenantId + Copy, B: TenantId + Copy>(
+    kind: Kind<A, B>,
+    login: Login,
+    server: Server<'_>,
+    pool_kind: PoolKind,
 ) {
     let db = server.db();
     let config = server.config();
@@ -102,45 +106,45 @@ pub async fn run_on<A: TenantId + Copy, B: TenantId + Copy>(
         )
         .expect("seed");
     }
-    let pool = server.pool(&db, login, 1).await;
-    let home = checkout_session(&pool).await;
+    let pool = pool_kind::on(server, pool_kind, &db, login, 1).await;
+    let home = pool.checkout_session().await;
     // The same backend after each transaction, when there is no PgBouncer in between.
     let same_backend = |pid: i32| !server.keeps_backend() || pid == home.pid;
 
     // An unfiltered UPDATE touches exactly the tenant's rows; serial and identity ids work
     // without being supplied; then a commit.
     let mut conn = pool.tenant(kind.a).await.expect("tenant a");
-    let touched = diesel::sql_query(format!("UPDATE \"{table}\" SET name = name"))
-        .execute(&mut conn)
+    let touched = conn
+        .execute_sql(&format!("UPDATE \"{table}\" SET name = name"))
         .await
         .expect("update all");
     assert_eq!(touched, 3);
-    let inserted = diesel::sql_query(format!(
-        "INSERT INTO \"{table}\" (name, tenant) VALUES ('a4', {})",
-        kind.a_sql
-    ))
-    .execute(&mut conn)
-    .await
-    .expect("insert own row with a serial id");
+    let inserted = conn
+        .execute_sql(&format!(
+            "INSERT INTO \"{table}\" (name, tenant) VALUES ('a4', {})",
+            kind.a_sql
+        ))
+        .await
+        .expect("insert own row with a serial id");
     assert_eq!(inserted, 1);
     conn.commit().await.expect("commit");
 
     // A statement refused by RLS aborts the transaction; then a rollback.
     let mut conn = pool.tenant(kind.a).await.expect("tenant a");
     assert_db_error(
-        &diesel::sql_query(format!(
-            "INSERT INTO \"{table}\" (name, tenant) VALUES ('x', {})",
-            kind.b_sql
-        ))
-        .execute(&mut conn)
-        .await,
+        &conn
+            .execute_sql(&format!(
+                "INSERT INTO \"{table}\" (name, tenant) VALUES ('x', {})",
+                kind.b_sql
+            ))
+            .await,
         "row-level security",
         "insert for another tenant",
     );
     conn.rollback().await.expect("rollback");
 
     // After commit and after rollback the same backend is back to the login role, empty.
-    let after = checkout_session(&pool).await;
+    let after = pool.checkout_session().await;
     assert!(same_backend(after.pid), "pool of one reuses its connection");
     assert_eq!(after.role, home.role);
     assert_eq!(after.tenant, "");
@@ -148,15 +152,13 @@ pub async fn run_on<A: TenantId + Copy, B: TenantId + Copy>(
     // So after an admin transaction.
     let mut admin = pool.admin().await.expect("admin");
     assert_eq!(
-        count(
-            &mut admin,
-            &format!("SELECT count(*) AS n FROM \"{table}\"")
-        )
-        .await,
+        admin
+            .count_of(&format!("SELECT count(*) AS n FROM \"{table}\""))
+            .await,
         6
     );
     admin.commit().await.expect("commit admin");
-    let after = checkout_session(&pool).await;
+    let after = pool.checkout_session().await;
     assert!(same_backend(after.pid));
     assert_eq!(
         (after.role.as_str(), after.tenant.as_str()),
@@ -167,15 +169,21 @@ pub async fn run_on<A: TenantId + Copy, B: TenantId + Copy>(
     // more often than PostgreSQL needs to switch to a generic plan: never mixed.
     for round in 0..7 {
         let mut conn = pool.tenant(kind.a).await.expect("tenant a");
-        let names = (kind.names)(&mut conn).await.expect("names a");
+        let names = conn
+            .load_either(async |c| (kind.names)(c).await, kind.names_sync)
+            .await
+            .expect("names a");
         assert_eq!(names, ["a1", "a2", "a3", "a4"], "round {round}");
         conn.commit().await.expect("commit");
         let mut conn = pool.tenant(kind.b).await.expect("tenant b");
-        let names = (kind.names)(&mut conn).await.expect("names b");
+        let names = conn
+            .load_either(async |c| (kind.names)(c).await, kind.names_sync)
+            .await
+            .expect("names b");
         assert_eq!(names, ["b1", "b2"], "round {round}");
         conn.rollback().await.expect("rollback");
     }
-    let after = checkout_session(&pool).await;
+    let after = pool.checkout_session().await;
     assert!(same_backend(after.pid));
     assert_eq!(after.tenant, "");
 
@@ -183,23 +191,21 @@ pub async fn run_on<A: TenantId + Copy, B: TenantId + Copy>(
     // the non-owner login role (it inherits the tenant role's privileges, but no policy
     // lets an unscoped session see a row); the superuser is never subject to RLS (hence
     // verify's warning).
-    let mut plain = pool.pool().get().await.expect("plain checkout");
-    let unscoped = diesel::sql_query(format!("SELECT count(*) AS n FROM \"{table}\""))
-        .get_result::<N>(&mut plain)
+    let (unscoped, unscoped_insert) = pool
+        .unscoped_count_and_execute(
+            &format!("SELECT count(*) AS n FROM \"{table}\""),
+            &format!(
+                "INSERT INTO \"{table}\" (name, tenant) VALUES ('z', {})",
+                kind.a_sql
+            ),
+        )
         .await;
-    let unscoped_insert = diesel::sql_query(format!(
-        "INSERT INTO \"{table}\" (name, tenant) VALUES ('z', {})",
-        kind.a_sql
-    ))
-    .execute(&mut plain)
-    .await;
-    drop(plain);
     // On Citus a login role's memberships reach the workers only if the role is in the
     // database's Citus metadata (created in it; the test roles were created by another
     // test's database), else the workers refuse the role outright: closed all the same.
     let refused_by_workers = matches!(server, Server::Citus) && login == Login::App;
     if login == Login::Superuser {
-        assert_eq!(unscoped.expect("superuser select").n, 6);
+        assert_eq!(unscoped.expect("superuser select"), 6);
         unscoped_insert.expect("superuser insert");
     } else if refused_by_workers {
         assert_db_error(
@@ -214,7 +220,7 @@ pub async fn run_on<A: TenantId + Copy, B: TenantId + Copy>(
         );
     } else {
         assert_eq!(
-            unscoped.expect("unscoped select").n,
+            unscoped.expect("unscoped select"),
             0,
             "an unscoped session sees nothing"
         );
@@ -222,8 +228,12 @@ pub async fn run_on<A: TenantId + Copy, B: TenantId + Copy>(
     }
 
     // The isolation properties, by the kit (with its own two tenants, so the rows above
-    // stay as they are).
-    check(&kind, &db).assert(&pool).await;
+    // stay as they are). The kit probes the database's policies through the async pool;
+    // what depends on the pool (the scope each transaction runs in, what it leaves on the
+    // connection) is what the steps above check, through either pool.
+    if let AnyPool::Async(pool) = &pool {
+        check(&kind, &db).assert(pool).await;
+    }
 }
 
 macro_rules! isolation_suite {
@@ -257,6 +267,12 @@ macro_rules! isolation_suite {
                                 .load::<String>(conn),
                         )
                     },
+                    names_sync: |conn| {
+                        diesel::RunQueryDsl::load(
+                            $table::table.select($table::name).order($table::id),
+                            conn,
+                        )
+                    },
                     row: |conn, tenant| Box::pin(make_row(conn, tenant)),
                 }
             }
@@ -271,6 +287,21 @@ macro_rules! isolation_suite {
                     .values(($table::name.eq("kit"), $table::tenant.eq(value)))
                     .execute(conn)
                     .await
+            }
+
+            #[tokio::test]
+            async fn sync_superuser() {
+                run_sync(kind(), Login::Superuser).await;
+            }
+
+            #[tokio::test]
+            async fn sync_table_owner() {
+                run_sync(kind(), Login::Owner).await;
+            }
+
+            #[tokio::test]
+            async fn sync_non_owner_login_role() {
+                run_sync(kind(), Login::App).await;
             }
 
             #[tokio::test]

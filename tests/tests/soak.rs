@@ -383,16 +383,23 @@ pub async fn soak_pool_of_two(server: Server<'_>, ops: u64) {
         .load::<Row>(&mut conn)
         .await
         .expect("rows");
+    assert_after_soak("t7", &rows);
+    conn.commit().await.expect("commit");
+}
+
+/// What `tenant` reads after a soak: its seed rows at least, only rows written under it,
+/// and none that was rolled back, dropped or written by a closure that panicked.
+pub fn assert_after_soak(tenant: &str, rows: &[Row]) {
     assert!(
         rows.len() >= 2
             && rows
                 .iter()
-                .all(|r| r.tenant == "t7" && r.name.starts_with("t7-"))
+                .all(|r| r.tenant == tenant && r.name.starts_with(&format!("{tenant}-")))
     );
     assert!(
-        !rows
+        !rows.iter().any(|r| ["-lost", "-dropped", "-panicked"]
             .iter()
-            .any(|r| r.name.ends_with("-lost") || r.name.ends_with("-dropped"))
+            .any(|end| r.name.ends_with(end))),
+        "rolled back, dropped and panicked writes are gone"
     );
-    conn.commit().await.expect("commit");
 }

@@ -8,7 +8,8 @@ use tenants_core::verify::{self, Bypass, Finding};
 use tenants_core::{Config, Error, catalog};
 use tenants_tests::{TestDb, batch_locked, ensure_login_role};
 
-use crate::common::{Login, create_marked_table, items_text_under_contract, pool};
+use crate::common::{Login, create_marked_table, items_text_under_contract};
+use crate::pool_kind::{self, PoolKind};
 
 const TABLE: RlsTable = RlsTable {
     schema: "public",
@@ -359,6 +360,17 @@ async fn bypassrls_login_is_a_warning() {
 
 #[tokio::test]
 async fn pool_verify_checks_every_registered_table() {
+    verify_checks_every_registered_table(PoolKind::Async).await;
+}
+
+#[tokio::test]
+async fn sync_pool_verify_checks_every_registered_table() {
+    verify_checks_every_registered_table(PoolKind::Sync).await;
+}
+
+/// `verify()` of a pool of `kind` passes on a database with every registered table under
+/// the contract, and lists what breaking two of them broke.
+async fn verify_checks_every_registered_table(kind: PoolKind) {
     let db = TestDb::new();
     let mut conn = db.connect();
     let config = Config::default();
@@ -375,7 +387,7 @@ async fn pool_verify_checks_every_registered_table() {
             table.sql_type,
         );
     }
-    let pool = pool(&db.url(), 1).await;
+    let pool = pool_kind::connect(kind, &db.url(), Config::default(), 1).await;
     let report = pool.verify().await.expect("verify passes");
     assert_eq!(report.findings, [superuser_warning()]);
 
