@@ -1,8 +1,10 @@
 //! The HTTP routes.
 //!
-//! Every query filters by tenant explicitly, as the original recommends; the tenant
-//! transaction's RLS policies make that filter redundant, and `TENANT_FILTER=rls-only`
-//! drops it to show the service staying correct without it.
+//! Every query filters by tenant explicitly, as the original recommends, with the typed
+//! tenant filter (`todo_item::table.scoped(..)`: no hand-written `WHERE tenant`; on Citus
+//! it is what routes a query to one shard); the tenant transaction's RLS policies make that
+//! filter redundant for isolation, and `TENANT_FILTER=rls-only` drops it to show the
+//! service staying correct without it.
 
 use std::time::Instant;
 
@@ -19,7 +21,8 @@ use diesel_async::RunQueryDsl;
 use serde::Deserialize;
 use tracing::Instrument;
 
-use tenants_core::axum::TenantLayer;
+use tenants_core::ScopedDsl;
+use tenants_core::axum::{DbError, TenantLayer};
 
 use crate::AppState;
 use crate::db::{Db, TodoItem, todo_item};
@@ -149,12 +152,14 @@ impl<S: Send + Sync> FromRequestParts<S> for TodoId {
 fn todos(
     filter: TenantFilter,
     tenant: &tenants_core::Tenant,
-) -> todo_item::BoxedQuery<'_, diesel::pg::Pg> {
-    let query = todo_item::table.into_boxed();
-    match filter {
-        TenantFilter::Explicit => query.filter(todo_item::tenant.eq(tenant.as_str())),
-        TenantFilter::RlsOnly => query,
-    }
+) -> Result<todo_item::BoxedQuery<'static, diesel::pg::Pg>, ApiError> {
+    Ok(match filter {
+        TenantFilter::Explicit => todo_item::table
+            .scoped(tenant)
+            .map_err(DbError::Database)?
+            .into_boxed(),
+        TenantFilter::RlsOnly => todo_item::table.into_boxed(),
+    })
 }
 
 /// `GET /todos`: the tenant's todos, oldest first.
@@ -163,7 +168,7 @@ async fn list_todos(
     mut db: Db,
 ) -> Result<Json<Vec<TodoItem>>, ApiError> {
     let tenant = db.tenant().clone();
-    let items = todos(state.tenant_filter, &tenant)
+    let items = todos(state.tenant_filter, &tenant)?
         .order(todo_item::id)
         .select(TodoItem::as_select())
         .load(db.conn().await?)
@@ -178,7 +183,7 @@ async fn get_todo(
     TodoId(id): TodoId,
 ) -> Result<Json<TodoItem>, ApiError> {
     let tenant = db.tenant().clone();
-    let item = todos(state.tenant_filter, &tenant)
+    let item = todos(state.tenant_filter, &tenant)?
         .filter(todo_item::id.eq(id))
         .select(TodoItem::as_select())
         .first(db.conn().await?)
@@ -221,13 +226,19 @@ async fn update_todo(
     ValidJson(input): ValidJson<TodoInput>,
 ) -> Result<Json<TodoItem>, ApiError> {
     let tenant = db.tenant().clone();
-    let mut update = diesel::update(todo_item::table.filter(todo_item::id.eq(id)))
-        .set(todo_item::name.eq(&input.name))
-        .into_boxed();
-    if state.tenant_filter == TenantFilter::Explicit {
-        update = update.filter(todo_item::tenant.eq(tenant.as_str()));
-    }
+    let rename = todo_item::name.eq(&input.name);
+    let update = match state.tenant_filter {
+        TenantFilter::Explicit => diesel::update(
+            todo_item::table
+                .scoped(&tenant)
+                .map_err(DbError::Database)?,
+        )
+        .set(rename)
+        .into_boxed(),
+        TenantFilter::RlsOnly => diesel::update(todo_item::table).set(rename).into_boxed(),
+    };
     let item = update
+        .filter(todo_item::id.eq(id))
         .returning(TodoItem::as_returning())
         .get_result(db.conn().await?)
         .await
@@ -242,11 +253,19 @@ async fn delete_todo(
     TodoId(id): TodoId,
 ) -> Result<StatusCode, ApiError> {
     let tenant = db.tenant().clone();
-    let mut delete = diesel::delete(todo_item::table.filter(todo_item::id.eq(id))).into_boxed();
-    if state.tenant_filter == TenantFilter::Explicit {
-        delete = delete.filter(todo_item::tenant.eq(tenant.as_str()));
-    }
-    let deleted = delete.execute(db.conn().await?).await?;
+    let delete = match state.tenant_filter {
+        TenantFilter::Explicit => diesel::delete(
+            todo_item::table
+                .scoped(&tenant)
+                .map_err(DbError::Database)?,
+        )
+        .into_boxed(),
+        TenantFilter::RlsOnly => diesel::delete(todo_item::table).into_boxed(),
+    };
+    let deleted = delete
+        .filter(todo_item::id.eq(id))
+        .execute(db.conn().await?)
+        .await?;
     if deleted == 0 {
         Err(ApiError::NotFound)
     } else {
