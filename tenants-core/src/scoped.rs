@@ -16,6 +16,7 @@
 //! use diesel::prelude::*;
 //! use tenants_core::{ScopedDsl, Tenant};
 //!
+//! # fn main() -> Result<(), tenants_core::Error> {
 //! let acme = Tenant::new("acme")?;
 //! let query = todo_item::table.scoped(&acme)?.select(todo_item::name);
 //! let sql = diesel::debug_query::<diesel::pg::Pg, _>(&query).to_string();
@@ -23,7 +24,8 @@
 //!     sql,
 //!     r#"SELECT "todo_item"."name" FROM "todo_item" WHERE ("todo_item"."tenant" = $1) -- binds: ["acme"]"#
 //! );
-//! # Ok::<(), tenants_core::Error>(())
+//! # Ok(())
+//! # }
 //! ```
 
 use diesel::dsl::{Eq, Filter};
