@@ -5,12 +5,18 @@
 //! transactions: a query that forgets `WHERE tenant = ...` still cannot read or write
 //! another tenant's rows, because PostgreSQL refuses it.
 //!
-//! - async: [`TenantPool`] hands out [`TenantConnection`]s inside a tenant or admin
-//!   transaction; [`AsyncTenantTransactionExt`] adds `tenant_transaction` to
-//!   `AsyncPgConnection`;
-//! - sync: [`TenantTransactionExt`] adds `tenant_transaction` to `diesel::PgConnection`;
+//! - async (feature `async`, the default): [`TenantPool`] (bb8) hands out
+//!   [`TenantConnection`]s inside a tenant or admin transaction;
+//!   [`AsyncTenantTransactionExt`] adds `tenant_transaction` to `AsyncPgConnection`;
+//! - sync: [`SyncTenantPool`] (feature `sync`, r2d2) hands out [`SyncTenantConnection`]s
+//!   the same way; [`TenantTransactionExt`] adds `tenant_transaction` to
+//!   `diesel::PgConnection` in every build;
 //! - [`registry::tables`] lists every marked table linked into the binary;
-//! - [`TenantPool::verify`] compares the live database with them.
+//! - [`TenantPool::verify`] and [`SyncTenantPool::verify`] compare the live database with
+//!   them.
+//!
+//! A build with `default-features = false, features = ["sync"]` compiles no tokio, bb8 or
+//! diesel-async. The features `axum` ([`axum`]) and `testing` ([`testing`]) imply `async`.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
