@@ -27,7 +27,7 @@ impl fmt::Display for Weakness {
 
 /// Each check is one query over all marked tables at once (`$1` schemas, `$2` names, `$3`
 /// tenant columns, `$4` our roles), returning `subject, problem` rows.
-const CHECKS: [&str; 6] = [
+const CHECKS: [&str; 7] = [
     // Views run with their owner's rights unless security_invoker is set: RLS then
     // applies to the view's owner (often the table owner, or a superuser), not the caller.
     "SELECT DISTINCT format('view %I.%I', vn.nspname, v.relname) AS subject,
@@ -76,6 +76,11 @@ const CHECKS: [&str; 6] = [
      CROSS JOIN LATERAL aclexplode(c.relacl) a
      JOIN pg_roles g ON g.oid = a.grantee AND g.rolname = ANY($4)
      WHERE c.relkind IN ('r', 'p') AND a.privilege_type IN ('TRUNCATE', 'REFERENCES')",
+    // Our roles themselves: one that can log in is a way around the application (Citus
+    // mode needs it; then only the cluster's nodes may, by pg_hba.conf).
+    "SELECT format('role %I', r.rolname) AS subject,
+            'can log in: whoever authenticates as it acts as it, around the application; only Citus mode needs it, and then pg_hba.conf must accept it from the cluster''s nodes only' AS problem
+     FROM pg_roles r WHERE r.rolname = ANY($4) AND r.rolcanlogin",
     // The login role itself.
     "SELECT format('login role %I', r.rolname) AS subject, w.problem
      FROM pg_roles r

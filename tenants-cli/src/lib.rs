@@ -54,8 +54,9 @@ pub enum Command {
     /// List what weakens isolation beyond our own objects (views without
     /// security_invoker, SECURITY DEFINER functions of roles that bypass RLS, unique
     /// constraints and foreign keys without the tenant column, partitions without RLS,
-    /// TRUNCATE or REFERENCES granted to our roles, a login role that is superuser,
-    /// BYPASSRLS or owner of marked tables). Exit 0 when none, 1 listing them, 2 on error.
+    /// TRUNCATE or REFERENCES granted to our roles, our roles when they can log in, a
+    /// login role that is superuser, BYPASSRLS or owner of marked tables). Exit 0 when
+    /// none, 1 listing them, 2 on error.
     Audit(Options),
     /// The tenant lifecycle: list, export, import, purge.
     #[command(flatten)]

@@ -83,6 +83,14 @@ fn switching_citus_mode_writes_the_replacing_migration() {
     assert_eq!(generated.code, 0, "{}", generated.stderr);
     fx.migrate();
     assert_eq!(run(&["check", "--citus"]).code, 0);
+    // Logging in as our roles is now possible: audit lists it, whatever the mode.
+    let audit = run(&["audit", "--citus"]);
+    assert!(
+        audit.stdout.contains(&format!("role {USER}: can log in"))
+            && audit.stdout.contains(&format!("role {ADMIN}: can log in")),
+        "{}",
+        audit.stdout
+    );
 
     // The inline form isolates on PostgreSQL too, begin batch prefix included.
     isolated_through_tenant_pool(
