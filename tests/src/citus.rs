@@ -113,20 +113,29 @@ fn propagated(conn: &mut PgConnection, statements: &[String]) -> QueryResult<()>
 
 /// Creates the Citus database `name` on the coordinator `server` and its workers (a
 /// leftover of a failed run is dropped first). Serialised with the other tests' database
-/// creation.
+/// creation: registering the nodes syncs the cluster-wide roles to the workers, which two
+/// registrations at once make fail (`tuple concurrently updated`).
 pub fn create(server: &str, name: &str) -> Result<(), String> {
     let (coordinator, workers) = nodes(server)?;
     let mut admin = connect_to(server)?;
     with_create_lock(&mut admin, |admin| {
-        Ok(
-            drop_on_every_node(admin, server, &workers, name).and_then(|()| {
-                propagated(admin, &[format!("CREATE DATABASE \"{name}\"")])
-                    .map_err(|e| format!("cannot create the Citus database {name}: {e}"))
-            }),
-        )
+        Ok(create_locked(admin, server, name, &coordinator, &workers))
     })
-    .map_err(|e| format!("cannot create the Citus database {name}: {e}"))??;
-    for worker in &workers {
+    .map_err(|e| format!("cannot create the Citus database {name}: {e}"))?
+}
+
+/// [`create`], under the creation lock.
+fn create_locked(
+    admin: &mut PgConnection,
+    server: &str,
+    name: &str,
+    coordinator: &Node,
+    workers: &[Node],
+) -> Result<(), String> {
+    drop_on_every_node(admin, server, workers, name)?;
+    propagated(admin, &[format!("CREATE DATABASE \"{name}\"")])
+        .map_err(|e| format!("cannot create the Citus database {name}: {e}"))?;
+    for worker in workers {
         connect_to(&url_at(server, &worker.host, worker.port, name))?
             .batch_execute("CREATE EXTENSION IF NOT EXISTS citus")
             .map_err(|e| {
@@ -141,7 +150,7 @@ pub fn create(server: &str, name: &str) -> Result<(), String> {
          SELECT citus_set_coordinator_host('{}', {});",
         coordinator.host, coordinator.port
     );
-    for worker in &workers {
+    for worker in workers {
         register.push_str(&format!(
             "SELECT citus_add_node('{}', {});",
             worker.host, worker.port
