@@ -253,9 +253,11 @@ impl Config {
     /// Turns Citus mode on or off. On, the contract is valid on a Citus cluster: the
     /// policies' expressions are inline (Citus refuses subqueries in policies of
     /// distributed tables), our roles are created `LOGIN` (Citus opens worker connections
-    /// as the current role), and every scoped transaction begins with `SET LOCAL
+    /// as the current role), every scoped transaction begins with `SET LOCAL
     /// citus.propagate_set_commands = 'local'` so that the role and the tenant reach the
-    /// workers. The README's "Scaling out with Citus" says how to authenticate the roles.
+    /// workers, and each statement of a migration is a `DO` block (Citus forwards some DDL
+    /// by its source text, which must not be the whole file). The README's "Scaling out
+    /// with Citus" says how to authenticate the roles.
     pub fn with_citus(mut self, citus: bool) -> Self {
         self.citus = citus;
         self
