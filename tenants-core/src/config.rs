@@ -87,6 +87,7 @@ pub struct Config {
     tenant_type: Option<TenantSqlType>,
     statement_cache: bool,
     citus: bool,
+    trace_tenant: bool,
 }
 
 impl Default for Config {
@@ -101,6 +102,7 @@ impl Default for Config {
             tenant_type: None,
             statement_cache: true,
             citus: false,
+            trace_tenant: true,
         }
     }
 }
@@ -117,6 +119,7 @@ impl fmt::Debug for Config {
             .field("tenant_type", &self.tenant_type)
             .field("statement_cache", &self.statement_cache)
             .field("citus", &self.citus)
+            .field("trace_tenant", &self.trace_tenant)
             .finish()
     }
 }
@@ -260,6 +263,20 @@ impl Config {
     /// with Citus" says how to authenticate the roles.
     pub fn with_citus(mut self, citus: bool) -> Self {
         self.citus = citus;
+        self
+    }
+
+    /// Whether transaction spans record the tenant id (default `true`); see
+    /// [`Config::with_trace_tenant`].
+    pub fn trace_tenant(&self) -> bool {
+        self.trace_tenant
+    }
+
+    /// Turns the `tenant` field of every transaction's `tracing` span on or off. Off, the
+    /// span keeps its scope, outcome and timings, and no tenant id reaches the logs or
+    /// traces (when tenant ids are personal data, or secrets).
+    pub fn with_trace_tenant(mut self, trace_tenant: bool) -> Self {
+        self.trace_tenant = trace_tenant;
         self
     }
 }

@@ -16,6 +16,7 @@ use diesel_async::{
     AnsiTransactionManager, AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection,
     TransactionManager,
 };
+use tracing::Instrument;
 
 use crate::checkout::{
     CleanCheck, LastConnectError, clean_check_prepared_sql, clean_check_sql, clean_check_verdict,
@@ -24,6 +25,7 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::scope::Scope;
 use crate::tenant::{Tenant, TenantId};
+use crate::trace::{self, TransactionSpan};
 use crate::verify::VerifyReport;
 
 /// An async closure taking a connection, whose future can be named to require `Send`.
@@ -200,7 +202,7 @@ impl TenantPool {
                         None => conn.batch_execute(&check).await,
                     };
                     if let Err(error) = &clean {
-                        tracing::warn!(%error, "discarding a pooled connection that is not clean");
+                        trace::dirty_connection_discarded(error);
                     }
                     clean
                 })
@@ -303,7 +305,28 @@ impl TenantPool {
     /// error is returned, the connection clean). A connection that does not answer the
     /// `ROLLBACK` is lost (the server restarted, the backend was terminated): it is
     /// discarded and the begin retried on another, as often as the pool has connections.
+    ///
+    /// The transaction's span (see [`crate::trace`]) begins before the checkout.
     async fn begin(&self, scope: Scope) -> Result<TenantConnection, Error> {
+        let trace = TransactionSpan::begin(&self.config, &scope);
+        let conn = self
+            .check_out_and_begin(&scope, &trace)
+            .instrument(trace.span().clone())
+            .await
+            .inspect_err(|error| trace.failed(error))?;
+        Ok(TenantConnection {
+            conn: Some(conn),
+            scope,
+            trace,
+        })
+    }
+
+    /// [`TenantPool::begin`]'s checkout and begin batch, with their retries.
+    async fn check_out_and_begin(
+        &self,
+        scope: &Scope,
+        trace: &TransactionSpan,
+    ) -> Result<PooledConnection<'static, AsyncPgConnection>, Error> {
         let sql = scope.begin_sql(&self.config);
         let mut lost_left = self.pool.config().max_size;
         loop {
@@ -311,16 +334,12 @@ impl TenantPool {
                 .scope((), self.pool.get_owned())
                 .await
                 .map_err(|e| self.checkout_error(e))?;
+            trace.checked_out();
             let mut rolled_back = false;
             let error = loop {
                 let error =
                     match AnsiTransactionManager::begin_transaction_sql(&mut *conn, &sql).await {
-                        Ok(()) => {
-                            return Ok(TenantConnection {
-                                conn: Some(conn),
-                                scope,
-                            });
-                        }
+                        Ok(()) => return Ok(conn),
                         Err(error) => error,
                     };
                 if conn.batch_execute("ROLLBACK").await.is_err() {
@@ -339,7 +358,7 @@ impl TenantPool {
                 return Err(error.into());
             }
             lost_left -= 1;
-            tracing::warn!(%error, "discarded a lost pooled connection; beginning on another");
+            trace::lost_connection_discarded(&error);
         }
     }
 
@@ -390,15 +409,20 @@ impl TenantPool {
         R: Send,
     {
         let mut conn = self.begin(scope).await?;
-        let result = f(&mut conn).await;
-        // `finish` works on the pooled connection itself, taken out of `conn` first: if this
-        // future is dropped during COMMIT or ROLLBACK, the connection goes back to bb8 with
-        // its transaction manager marked broken and is closed, instead of `conn`'s drop
-        // sending a rollback after a statement of unknown outcome.
-        match conn.conn.take() {
-            Some(mut pooled) => finish(&mut pooled, result).await,
-            None => result,
+        let span = conn.trace.span().clone();
+        async move {
+            let result = f(&mut conn).await;
+            // `finish` works on the pooled connection itself, taken out of `conn` first: if
+            // this future is dropped during COMMIT or ROLLBACK, the connection goes back to
+            // bb8 with its transaction manager marked broken and is closed, instead of
+            // `conn`'s drop sending a rollback after a statement of unknown outcome.
+            match conn.conn.take() {
+                Some(mut pooled) => finish(&mut pooled, result, &mut conn.trace).await,
+                None => result,
+            }
         }
+        .instrument(span)
+        .await
     }
 
     /// Compares the live database with every `#[with_rls]` table linked into the binary;
@@ -417,23 +441,26 @@ impl TenantPool {
     }
 }
 
-/// Commits after `Ok`, rolls back after `Err`, exactly as diesel-async's `transaction`.
-async fn finish<R, E>(conn: &mut AsyncPgConnection, result: Result<R, E>) -> Result<R, E>
+/// Commits after `Ok`, rolls back after `Err`, exactly as diesel-async's `transaction`,
+/// and ends `trace`.
+async fn finish<R, E>(
+    conn: &mut AsyncPgConnection,
+    result: Result<R, E>,
+    trace: &mut TransactionSpan,
+) -> Result<R, E>
 where
     E: From<Error>,
 {
-    match result {
-        Ok(value) => {
-            AnsiTransactionManager::commit_transaction(conn)
-                .await
-                .map_err(Error::from)?;
-            Ok(value)
-        }
-        Err(user_error) => match AnsiTransactionManager::rollback_transaction(conn).await {
-            Ok(()) | Err(DieselError::BrokenTransactionManager) => Err(user_error),
-            Err(rollback_error) => Err(Error::from(rollback_error).into()),
-        },
-    }
+    let ended = match result {
+        Ok(_) => AnsiTransactionManager::commit_transaction(conn).await,
+        Err(_) => AnsiTransactionManager::rollback_transaction(conn).await,
+    };
+    trace.ended(
+        result.is_ok(),
+        &ended,
+        AnsiTransactionManager::transaction_manager_status_mut(conn),
+    );
+    crate::sync::transaction_result(result, ended)
 }
 
 /// A pooled connection inside an open tenant (or admin) transaction.
@@ -447,6 +474,7 @@ pub struct TenantConnection {
     /// `Some` until `commit`/`rollback` or drop takes it.
     conn: Option<PooledConnection<'static, AsyncPgConnection>>,
     scope: Scope,
+    trace: TransactionSpan,
 }
 
 impl std::fmt::Debug for TenantConnection {
@@ -470,18 +498,30 @@ impl TenantConnection {
 
     /// Commits the transaction and returns the connection to the pool.
     pub async fn commit(mut self) -> Result<(), Error> {
-        if let Some(mut conn) = self.conn.take() {
-            AnsiTransactionManager::commit_transaction(&mut *conn).await?;
-        }
-        Ok(())
+        self.end(true).await
     }
 
     /// Rolls the transaction back and returns the connection to the pool.
     pub async fn rollback(mut self) -> Result<(), Error> {
-        if let Some(mut conn) = self.conn.take() {
-            AnsiTransactionManager::rollback_transaction(&mut *conn).await?;
-        }
-        Ok(())
+        self.end(false).await
+    }
+
+    /// Commits (`commit`) or rolls back, and ends the span.
+    async fn end(&mut self, commit: bool) -> Result<(), Error> {
+        let Some(mut conn) = self.conn.take() else {
+            return Ok(());
+        };
+        let ended = if commit {
+            AnsiTransactionManager::commit_transaction(&mut *conn).await
+        } else {
+            AnsiTransactionManager::rollback_transaction(&mut *conn).await
+        };
+        self.trace.ended(
+            commit,
+            &ended,
+            AnsiTransactionManager::transaction_manager_status_mut(&mut *conn),
+        );
+        Ok(ended?)
     }
 }
 
@@ -509,15 +549,21 @@ impl Drop for TenantConnection {
         let Some(mut conn) = self.conn.take() else {
             return;
         };
+        self.trace.discarded();
         // Returning the connection with its transaction open would make bb8 close it (the
         // transaction manager reports it broken); rolling back first keeps it for reuse.
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
-                runtime.spawn(async move {
-                    if let Err(error) = AnsiTransactionManager::rollback_transaction(&mut *conn).await {
-                        tracing::warn!(%error, "rollback of a dropped tenant transaction failed; the connection is discarded");
+                runtime.spawn(
+                    async move {
+                        if let Err(error) =
+                            AnsiTransactionManager::rollback_transaction(&mut *conn).await
+                        {
+                            trace::dropped_rollback_failed(&error);
+                        }
                     }
-                });
+                    .instrument(self.trace.span().clone()),
+                );
             }
             Err(_) => drop(conn),
         }
@@ -591,19 +637,26 @@ impl AsyncTenantTransactionExt for AsyncPgConnection {
         E: From<Error> + Send + 'a,
         R: Send + 'a,
     {
-        if let Err(error) =
-            AnsiTransactionManager::begin_transaction_sql(self, &scope.begin_sql(config)).await
-        {
-            if matches!(error, DieselError::DatabaseError(..)) {
-                // The server may hold a transaction block the batch opened (or found
-                // aborted) and diesel does not know of: end it, so the connection stays
-                // usable. Best effort: a lost connection fails this too.
-                let _ = self.batch_execute("ROLLBACK").await;
+        let mut trace = TransactionSpan::begin(config, &scope);
+        let span = trace.span().clone();
+        async move {
+            if let Err(error) =
+                AnsiTransactionManager::begin_transaction_sql(self, &scope.begin_sql(config)).await
+            {
+                trace.failed(&error);
+                if matches!(error, DieselError::DatabaseError(..)) {
+                    // The server may hold a transaction block the batch opened (or found
+                    // aborted) and diesel does not know of: end it, so the connection stays
+                    // usable. Best effort: a lost connection fails this too.
+                    let _ = self.batch_execute("ROLLBACK").await;
+                }
+                return Err(Error::from(error).into());
             }
-            return Err(Error::from(error).into());
+            let result = f(&mut *self).await;
+            finish(self, result, &mut trace).await
         }
-        let result = f(&mut *self).await;
-        finish(self, result).await
+        .instrument(span)
+        .await
     }
 
     fn tenant_transaction<'a, R, F>(

@@ -7,6 +7,7 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::scope::Scope;
 use crate::tenant::{Tenant, TenantId};
+use crate::trace::TransactionSpan;
 
 /// Tenant- and admin-scoped transactions on [`PgConnection`].
 ///
@@ -92,9 +93,12 @@ impl TenantTransactionExt for PgConnection {
         F: FnOnce(&mut Self) -> Result<T, E>,
         E: From<Error>,
     {
+        let mut trace = TransactionSpan::begin(config, &scope);
+        let _inside = trace.span().clone().entered();
         if let Err(error) =
             AnsiTransactionManager::begin_transaction_sql(self, &scope.begin_sql(config))
         {
+            trace.failed(&error);
             if matches!(error, diesel::result::Error::DatabaseError(..)) {
                 // The server may hold a transaction block the batch opened (or found
                 // aborted) and diesel does not know of: end it, so the connection stays
@@ -104,25 +108,50 @@ impl TenantTransactionExt for PgConnection {
             return Err(Error::from(error).into());
         }
         let result = f(self);
-        finish(self, result)
+        finish(self, result, &mut trace)
     }
 }
 
-/// Commits after `Ok`, rolls back after `Err`, exactly as diesel's `transaction`.
-pub(crate) fn finish<T, E>(conn: &mut PgConnection, result: Result<T, E>) -> Result<T, E>
+/// Commits after `Ok`, rolls back after `Err`, exactly as diesel's `transaction`, and ends
+/// `trace`.
+pub(crate) fn finish<T, E>(
+    conn: &mut PgConnection,
+    result: Result<T, E>,
+    trace: &mut TransactionSpan,
+) -> Result<T, E>
 where
     E: From<Error>,
 {
-    match result {
-        Ok(value) => {
-            AnsiTransactionManager::commit_transaction(conn).map_err(Error::from)?;
-            Ok(value)
+    let ended = match result {
+        Ok(_) => AnsiTransactionManager::commit_transaction(conn),
+        Err(_) => AnsiTransactionManager::rollback_transaction(conn),
+    };
+    trace.ended(
+        result.is_ok(),
+        &ended,
+        AnsiTransactionManager::transaction_manager_status_mut(conn),
+    );
+    transaction_result(result, ended)
+}
+
+/// What a transaction closure's caller gets once its `result` was committed or rolled back
+/// (`ended`), in the sync and the async forms: the value after a commit, the commit's error
+/// otherwise, and after a rollback the closure's own error, as in diesel's `transaction`.
+pub(crate) fn transaction_result<T, E>(
+    result: Result<T, E>,
+    ended: diesel::QueryResult<()>,
+) -> Result<T, E>
+where
+    E: From<Error>,
+{
+    match (result, ended) {
+        (Ok(value), Ok(())) => Ok(value),
+        (Ok(_), Err(commit_error)) => Err(Error::from(commit_error).into()),
+        // A broken transaction manager is reported by the next use of the connection; the
+        // caller's error is the one worth seeing.
+        (Err(user_error), Ok(()) | Err(diesel::result::Error::BrokenTransactionManager)) => {
+            Err(user_error)
         }
-        Err(user_error) => match AnsiTransactionManager::rollback_transaction(conn) {
-            // A broken transaction manager is reported by the next use of the connection;
-            // the caller's error is the one worth seeing, as in diesel's own `transaction`.
-            Ok(()) | Err(diesel::result::Error::BrokenTransactionManager) => Err(user_error),
-            Err(rollback_error) => Err(Error::from(rollback_error).into()),
-        },
+        (Err(_), Err(rollback_error)) => Err(Error::from(rollback_error).into()),
     }
 }

@@ -18,6 +18,7 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::scope::Scope;
 use crate::tenant::{Tenant, TenantId};
+use crate::trace::{self, TransactionSpan};
 use crate::verify::VerifyReport;
 
 thread_local! {
@@ -116,7 +117,7 @@ impl ManageConnection for SyncConnectionManager {
             Check::Simple(sql) => conn.batch_execute(sql),
         };
         clean.map_err(|error| {
-            tracing::warn!(%error, "discarding a pooled connection that is not clean");
+            trace::dirty_connection_discarded(&error);
             r2d2::Error::QueryError(error)
         })
     }
@@ -284,9 +285,10 @@ impl SyncTenantPool {
         E: From<Error>,
     {
         let mut conn = self.begin(scope)?;
+        let _inside = conn.trace.span().clone().entered();
         let result = f(&mut conn);
         match conn.conn.take() {
-            Some(mut pooled) => crate::sync::finish(&mut pooled, result),
+            Some(mut pooled) => crate::sync::finish(&mut pooled, result, &mut conn.trace),
             None => result,
         }
     }
@@ -301,7 +303,27 @@ impl SyncTenantPool {
     /// raw SQL, and the begin is tried once more on the same connection. A connection that
     /// does not answer the `ROLLBACK` is lost: it is discarded and the begin retried on
     /// another, as often as the pool has connections.
+    ///
+    /// The transaction's span (see [`crate::trace`]) begins before the checkout.
     fn begin(&self, scope: Scope) -> Result<SyncTenantConnection, Error> {
+        let trace = TransactionSpan::begin(&self.config, &scope);
+        let conn = trace
+            .span()
+            .in_scope(|| self.check_out_and_begin(&scope, &trace))
+            .inspect_err(|error| trace.failed(error))?;
+        Ok(SyncTenantConnection {
+            conn: Some(conn),
+            scope,
+            trace,
+        })
+    }
+
+    /// [`SyncTenantPool::begin`]'s checkout and begin batch, with their retries.
+    fn check_out_and_begin(
+        &self,
+        scope: &Scope,
+        trace: &TransactionSpan,
+    ) -> Result<PooledConnection<SyncConnectionManager>, Error> {
         let sql = scope.begin_sql(&self.config);
         let mut lost_left = self.pool.max_size();
         loop {
@@ -309,15 +331,11 @@ impl SyncTenantPool {
                 let _scoped = ScopedCheckout::begin();
                 self.pool.get().map_err(|_| self.timed_out())?
             };
+            trace.checked_out();
             let mut rolled_back = false;
             let error = loop {
                 let error = match AnsiTransactionManager::begin_transaction_sql(&mut *conn, &sql) {
-                    Ok(()) => {
-                        return Ok(SyncTenantConnection {
-                            conn: Some(conn),
-                            scope,
-                        });
-                    }
+                    Ok(()) => return Ok(conn),
                     Err(error) => error,
                 };
                 if conn.batch_execute("ROLLBACK").is_err() {
@@ -335,7 +353,7 @@ impl SyncTenantPool {
                 return Err(error.into());
             }
             lost_left -= 1;
-            tracing::warn!(%error, "discarded a lost pooled connection; beginning on another");
+            trace::lost_connection_discarded(&error);
         }
     }
 
@@ -370,6 +388,7 @@ pub struct SyncTenantConnection {
     /// `Some` until `commit`/`rollback` or drop takes it.
     conn: Option<PooledConnection<SyncConnectionManager>>,
     scope: Scope,
+    trace: TransactionSpan,
 }
 
 impl std::fmt::Debug for SyncTenantConnection {
@@ -393,18 +412,30 @@ impl SyncTenantConnection {
 
     /// Commits the transaction and returns the connection to the pool.
     pub fn commit(mut self) -> Result<(), Error> {
-        if let Some(mut conn) = self.conn.take() {
-            AnsiTransactionManager::commit_transaction(&mut *conn)?;
-        }
-        Ok(())
+        self.end(true)
     }
 
     /// Rolls the transaction back and returns the connection to the pool.
     pub fn rollback(mut self) -> Result<(), Error> {
-        if let Some(mut conn) = self.conn.take() {
-            AnsiTransactionManager::rollback_transaction(&mut *conn)?;
-        }
-        Ok(())
+        self.end(false)
+    }
+
+    /// Commits (`commit`) or rolls back, and ends the span.
+    fn end(&mut self, commit: bool) -> Result<(), Error> {
+        let Some(mut conn) = self.conn.take() else {
+            return Ok(());
+        };
+        let ended = if commit {
+            AnsiTransactionManager::commit_transaction(&mut *conn)
+        } else {
+            AnsiTransactionManager::rollback_transaction(&mut *conn)
+        };
+        self.trace.ended(
+            commit,
+            &ended,
+            AnsiTransactionManager::transaction_manager_status_mut(&mut *conn),
+        );
+        Ok(ended?)
     }
 }
 
@@ -432,13 +463,15 @@ impl Drop for SyncTenantConnection {
         let Some(mut conn) = self.conn.take() else {
             return;
         };
+        self.trace.discarded();
         // During a panic the pool closes the connection (`has_broken`), which ends the
         // transaction on the server: no statement is sent on a connection in unknown state.
         if std::thread::panicking() {
             return;
         }
+        let _inside = self.trace.span().enter();
         if let Err(error) = AnsiTransactionManager::rollback_transaction(&mut *conn) {
-            tracing::warn!(%error, "rollback of a dropped tenant transaction failed; the connection is discarded");
+            trace::dropped_rollback_failed(&error);
             AnsiTransactionManager::transaction_manager_status_mut(&mut *conn).set_in_error();
         }
     }

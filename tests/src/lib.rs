@@ -6,6 +6,7 @@
 //! for inspection when it fails. A test that cannot reach the server fails with a hint; it
 //! never skips itself.
 
+pub mod capture;
 pub mod citus;
 mod pgbouncer;
 

@@ -18,4 +18,5 @@ mod scoped;
 mod soak;
 mod sync_pool;
 mod threats;
+mod tracing_spans;
 mod verify;

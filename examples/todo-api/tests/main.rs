@@ -10,4 +10,5 @@ mod common;
 mod isolation;
 mod kit;
 mod lifecycle;
+mod request_spans;
 mod validation;
