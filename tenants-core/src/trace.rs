@@ -21,7 +21,7 @@
 //! no clock is read and no field is formatted.
 
 use std::fmt::Display;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use diesel::connection::TransactionManagerStatus;
 use tracing::Span;
@@ -103,7 +103,7 @@ impl TransactionSpan {
     pub(crate) fn checked_out(&self) {
         if let Some(started) = self.started {
             self.span
-                .record("checkout_wait_ms", started.elapsed().as_secs_f64() * 1e3);
+                .record("checkout_wait_ms", millis(started.elapsed()));
         }
     }
 
@@ -152,10 +152,15 @@ impl TransactionSpan {
         self.ended = true;
         self.span.record("outcome", outcome.as_str());
         if let Some(started) = self.started {
-            self.span
-                .record("duration_ms", started.elapsed().as_secs_f64() * 1e3);
+            self.span.record("duration_ms", millis(started.elapsed()));
         }
     }
+}
+
+/// `elapsed` in milliseconds, to the microsecond (so that logs show `0.192`, not
+/// `0.19240500000000002`).
+fn millis(elapsed: Duration) -> f64 {
+    elapsed.as_micros() as f64 / 1e3
 }
 
 impl Drop for TransactionSpan {
