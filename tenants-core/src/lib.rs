@@ -47,10 +47,10 @@ mod sync;
 #[cfg(feature = "sync")]
 mod sync_pool;
 mod tenant;
-mod trace;
 #[cfg(feature = "testing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
+mod trace;
 pub mod verify;
 
 #[doc(hidden)]
