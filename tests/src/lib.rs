@@ -95,9 +95,6 @@ pub fn host_and_port(url: &str) -> (String, u16) {
     (host, parsed.port().unwrap_or(5432))
 }
 
-/// Serialises database and role creation across concurrently running tests and binaries.
-const CREATE_LOCK: i64 = 0x7465_6e61_6e74;
-
 /// A database created for one test.
 pub struct TestDb {
     name: String,
@@ -212,38 +209,18 @@ impl Drop for TestDb {
     }
 }
 
+/// Runs `f` under the creation lock the test kit uses (one lock for every test binary).
 fn with_create_lock<T>(
     conn: &mut PgConnection,
     f: impl FnOnce(&mut PgConnection) -> QueryResult<T>,
 ) -> QueryResult<T> {
-    diesel::sql_query(format!("SELECT pg_advisory_lock({CREATE_LOCK})")).execute(conn)?;
-    let result = f(conn);
-    diesel::sql_query(format!("SELECT pg_advisory_unlock({CREATE_LOCK})")).execute(conn)?;
-    result
+    tenants_core::testing::with_create_lock(conn, f)?
 }
 
-/// `tenants_test_` + the test path, made a valid name of at most 63 bytes.
+/// `tenants_test_` + the test path, made a valid name of at most 63 bytes (the kit's
+/// naming, with this harness's prefix).
 fn database_name(test: &str) -> String {
-    let cleaned: String = test
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    let name = format!("tenants_test_{cleaned}");
-    if name.len() <= 63 {
-        return name;
-    }
-    // Keep the end (the most specific part) and a hash of the whole to stay unique.
-    let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-    });
-    let tail = &name[name.len() - 40..];
-    format!("tenants_test_{:08x}_{tail}", hash as u32)
+    tenants_core::testing::database_name("tenants_test", test)
 }
 
 /// Creates a `LOGIN` role if missing (roles are cluster-wide and shared by all tests).

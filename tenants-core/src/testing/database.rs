@@ -16,8 +16,8 @@ pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@localhost:5432/postg
 
 /// Serialises creating a database and migrating it across the tests of every test binary
 /// on one server: migrations create and grant cluster-wide roles, and two such statements
-/// racing fail ("tuple concurrently updated"). The value is the one the project's own
-/// harness (`tests/src/lib.rs`) uses, so both wait for each other.
+/// racing fail ("tuple concurrently updated"). The project's own harness
+/// (`tests/src/lib.rs`) takes it through [`with_create_lock`], so both wait for each other.
 const CREATE_LOCK: i64 = 0x7465_6e61_6e74;
 
 /// The longest database name PostgreSQL keeps (`NAMEDATALEN - 1`).
@@ -107,7 +107,7 @@ impl TestDatabase {
         let mut url = server.clone();
         url.set_path(&name);
         let mut admin = establish(&server)?;
-        let created = with_create_lock(&mut admin, |admin| {
+        let locked = with_create_lock(&mut admin, |admin| {
             let create = |sql: String, admin: &mut PgConnection| {
                 diesel::sql_query(sql)
                     .execute(admin)
@@ -132,7 +132,10 @@ impl TestDatabase {
                 })?;
             Ok(())
         });
-        created?;
+        locked.map_err(|e| TestDatabaseError::Create {
+            name: name.clone(),
+            reason: format!("advisory lock: {e}"),
+        })??;
         Ok(Self { name, url, server })
     }
 
@@ -217,27 +220,23 @@ fn redacted(url: &url::Url) -> String {
     shown.to_string()
 }
 
-fn with_create_lock<T>(
+/// Runs `f` holding the advisory lock that serialises creating databases and cluster-wide
+/// roles across every test binary on one server (the project's own harness uses it too).
+/// The outer error is the lock's; the inner one `f`'s.
+pub fn with_create_lock<T, E>(
     admin: &mut PgConnection,
-    f: impl FnOnce(&mut PgConnection) -> Result<T, TestDatabaseError>,
-) -> Result<T, TestDatabaseError> {
-    let lock = |sql: String, admin: &mut PgConnection| {
-        diesel::sql_query(sql)
-            .execute(admin)
-            .map_err(|e| TestDatabaseError::Create {
-                name: "(advisory lock)".into(),
-                reason: e.to_string(),
-            })
-    };
-    lock(format!("SELECT pg_advisory_lock({CREATE_LOCK})"), admin)?;
+    f: impl FnOnce(&mut PgConnection) -> Result<T, E>,
+) -> Result<Result<T, E>, diesel::result::Error> {
+    diesel::sql_query(format!("SELECT pg_advisory_lock({CREATE_LOCK})")).execute(admin)?;
     let result = f(admin);
-    lock(format!("SELECT pg_advisory_unlock({CREATE_LOCK})"), admin)?;
-    result
+    diesel::sql_query(format!("SELECT pg_advisory_unlock({CREATE_LOCK})")).execute(admin)?;
+    Ok(result)
 }
 
-/// `package_test`, lower-cased, every other character than `a-z0-9` made `_`; when longer
-/// than PostgreSQL keeps, its end (the most specific part) and a hash of the whole.
-fn database_name(package: &str, test: &str) -> String {
+/// The name of the database for `test` of `package`: `package_test`, lower-cased, every
+/// other character than `a-z0-9` made `_`; when longer than PostgreSQL keeps, its end (the
+/// most specific part) and a hash of the whole.
+pub fn database_name(package: &str, test: &str) -> String {
     let whole = if package.is_empty() {
         format!("test_{test}")
     } else {

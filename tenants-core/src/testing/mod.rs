@@ -27,5 +27,7 @@
 mod database;
 mod isolation;
 
-pub use database::{DEFAULT_DATABASE_URL, TestDatabase, TestDatabaseError};
+pub use database::{
+    DEFAULT_DATABASE_URL, TestDatabase, TestDatabaseError, database_name, with_create_lock,
+};
 pub use isolation::{Failure, IsolationCheck, IsolationReport, Property};
