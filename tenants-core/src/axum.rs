@@ -126,7 +126,7 @@ impl DbError {
 impl From<Error> for DbError {
     fn from(error: Error) -> Self {
         match error {
-            Error::Connect { .. } | Error::PoolTimedOut { .. } => DbError::Unavailable(error),
+            error if error.is_unavailable() => DbError::Unavailable(error),
             Error::InvalidTenantId(reason) => DbError::InvalidTenant(reason),
             other => DbError::Database(other),
         }

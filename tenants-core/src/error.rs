@@ -59,6 +59,14 @@ pub enum Error {
     Drift(VerifyReport),
 }
 
+impl Error {
+    /// Whether the database could not be reached (no connection, or none free in time):
+    /// worth retrying later, a 503 rather than a 500 in a service.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Error::Connect { .. } | Error::PoolTimedOut { .. })
+    }
+}
+
 /// What to do about a database error the contract itself causes: a tenant transaction runs
 /// as the tenant role, which may read only marked and `#[shared]` tables.
 fn database_hint(error: &diesel::result::Error) -> &'static str {

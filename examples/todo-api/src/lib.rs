@@ -166,9 +166,7 @@ pub async fn serve(
             }
         }
         Err(tenants_core::Error::Drift(report)) => return Err(StartupError::Drift(report)),
-        Err(
-            e @ (tenants_core::Error::PoolTimedOut { .. } | tenants_core::Error::Connect { .. }),
-        ) => {
+        Err(e) if e.is_unavailable() => {
             return Err(StartupError::connect(&settings.database_url, e));
         }
         Err(e) => return Err(StartupError::Verify(e)),
