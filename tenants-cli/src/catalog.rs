@@ -191,17 +191,19 @@ impl State {
     /// The one decision behind `diff`, `generate` and `check`: the changes that bring the
     /// database under the contract, or why none may be written.
     pub fn plan(&self, allow_unmark: bool) -> Result<Plan, PlanError> {
-        let options = PlanOptions {
-            allow_unmark,
-            grant_to: self.grantees(),
-        };
-        plan::plan(&self.config, &self.tables, &self.catalog, &options)
+        plan::plan(
+            &self.config,
+            &self.tables,
+            &self.catalog,
+            &self.plan_options(allow_unmark),
+        )
     }
 
-    /// `--grant-to` as grantees; empty means CURRENT_USER (whoever runs the migration),
-    /// so that the migration replays on a fresh server.
-    fn grantees(&self) -> Vec<Grantee> {
-        self.grant_to
+    /// `--grant-to` (an empty list means CURRENT_USER, whoever runs the migration, so
+    /// that it replays on a fresh server) and `--allow-unmark`.
+    fn plan_options(&self, allow_unmark: bool) -> PlanOptions {
+        let grant_to = self
+            .grant_to
             .iter()
             .map(|name| {
                 if name.eq_ignore_ascii_case(CURRENT_USER) {
@@ -210,7 +212,11 @@ impl State {
                     Grantee::Role(name.clone())
                 }
             })
-            .collect()
+            .collect();
+        PlanOptions {
+            allow_unmark,
+            grant_to,
+        }
     }
 
     /// The whole contract for every marked table, from scratch (`--full`). The tables and
@@ -248,10 +254,7 @@ impl State {
                     .collect(),
             })
             .collect();
-        let mut grantees = self.grantees();
-        if grantees.is_empty() {
-            grantees.push(Grantee::CurrentUser);
-        }
+        let grantees = self.plan_options(false).grantees();
         let mut changes = policy::setup(&self.config, &specs, &grantees);
         changes.extend(policy::share(&self.config, &self.shared, &specs));
         Ok(changes)

@@ -82,6 +82,17 @@ pub struct Plan {
     pub report: VerifyReport,
 }
 
+impl PlanOptions {
+    /// Who receives our roles: [`PlanOptions::grant_to`], or `CURRENT_USER` when empty.
+    pub fn grantees(&self) -> Vec<Grantee> {
+        if self.grant_to.is_empty() {
+            vec![Grantee::CurrentUser]
+        } else {
+            self.grant_to.clone()
+        }
+    }
+}
+
 impl Plan {
     /// Whether the database matches the code: no migration to write, `check` passes.
     pub fn is_empty(&self) -> bool {
@@ -146,7 +157,7 @@ pub fn plan(
     if !unmarked.is_empty() && !options.allow_unmark {
         return Err(PlanError::WouldUnmark(unmarked));
     }
-    let mut changes = table_changes(config, tables, catalog, &report);
+    let mut changes = table_changes(config, tables, catalog, &report, &unmarked);
     if !changes.is_empty() {
         let mut preamble = preamble(config, tables, catalog, &report, options);
         preamble.append(&mut changes);
@@ -202,12 +213,7 @@ fn preamble(
                 role: role.to_string(),
             }),
     );
-    let grantees = if options.grant_to.is_empty() {
-        vec![Grantee::CurrentUser]
-    } else {
-        options.grant_to.clone()
-    };
-    for grantee in &grantees {
+    for grantee in &options.grantees() {
         // The catalog checked the connecting role's membership for CURRENT_USER.
         let login = match grantee {
             Grantee::Role(name) => name.clone(),
@@ -269,12 +275,13 @@ fn preamble(
 }
 
 /// The per-table changes mending `report`'s findings, and the removal of our policies and
-/// RLS from tables no longer marked.
+/// RLS from the `unmarked` tables (those `report` finds carrying our policies).
 fn table_changes(
     config: &Config,
     tables: &[MarkedTable],
     catalog: &Catalog,
     report: &VerifyReport,
+    unmarked: &[QualifiedName],
 ) -> Vec<Change> {
     let admin_role_missing = report
         .findings
@@ -282,7 +289,6 @@ fn table_changes(
         .any(|f| matches!(f, Finding::RoleMissing { role } if role == config.admin_role()));
 
     let mut changes: Vec<Change> = Vec::new();
-    let mut unmarked: Vec<QualifiedName> = Vec::new();
     for finding in &report.findings {
         match finding {
             Finding::RlsDisabled { table } => changes.push(Change::EnableRls {
@@ -340,9 +346,6 @@ fn table_changes(
                         name: policy.clone(),
                         def: state.def.clone(),
                     })));
-                }
-                if !unmarked.contains(table) {
-                    unmarked.push(table.clone());
                 }
             }
             Finding::TenantColumnNullable { table, column } => changes.push(Change::SetNotNull {
@@ -419,7 +422,9 @@ fn table_changes(
             })));
         }
         if state.rls_enabled {
-            changes.push(Change::Undo(Box::new(Change::EnableRls { table })));
+            changes.push(Change::Undo(Box::new(Change::EnableRls {
+                table: table.clone(),
+            })));
         }
     }
     join_roles(changes)
