@@ -525,6 +525,7 @@ pub fn shared_tables(tables: &[SharedTable]) -> Vec<QualifiedName> {
 pub fn compare(config: &Config, tables: &[MarkedTable], catalog: &Catalog) -> VerifyReport {
     let mut findings = Vec::new();
     let our_roles = [config.tenant_role(), config.admin_role()];
+    let our_policies = [config.isolation_policy(), config.admin_policy()];
     let mut tables: Vec<&MarkedTable> = tables.iter().collect();
     tables.sort();
 
@@ -549,11 +550,6 @@ pub fn compare(config: &Config, tables: &[MarkedTable], catalog: &Catalog) -> Ve
             .or_default()
             .push(s);
     }
-    let policies: HashMap<(&str, &str, &str), &catalog::PolicyState> = catalog
-        .policies
-        .iter()
-        .map(|p| ((p.schema.as_str(), p.table.as_str(), p.name.as_str()), p))
-        .collect();
     let mut policies_by_table: HashMap<(&str, &str), Vec<&catalog::PolicyState>> = HashMap::new();
     for p in &catalog.policies {
         policies_by_table
@@ -649,6 +645,9 @@ pub fn compare(config: &Config, tables: &[MarkedTable], catalog: &Catalog) -> Ve
             });
         }
 
+        let on_table: &[&catalog::PolicyState] = policies_by_table
+            .get(&(name.schema.as_str(), name.name.as_str()))
+            .map_or(&[], Vec::as_slice);
         let isolation = catalog
             .expected
             .isolation
@@ -658,7 +657,7 @@ pub fn compare(config: &Config, tables: &[MarkedTable], catalog: &Catalog) -> Ve
         if let Some(expected) = isolation {
             check_policy(
                 &mut findings,
-                &policies,
+                on_table,
                 name,
                 config.isolation_policy(),
                 expected,
@@ -667,7 +666,7 @@ pub fn compare(config: &Config, tables: &[MarkedTable], catalog: &Catalog) -> Ve
         if let Some(expected) = &catalog.expected.admin {
             check_policy(
                 &mut findings,
-                &policies,
+                on_table,
                 name,
                 config.admin_policy(),
                 expected,
@@ -676,18 +675,13 @@ pub fn compare(config: &Config, tables: &[MarkedTable], catalog: &Catalog) -> Ve
 
         // Permissive policies are ORed: any other one that applies to our roles lets its
         // rows through to every tenant. (Restrictive ones are ANDed: harmless.)
-        let ours = [config.isolation_policy(), config.admin_policy()];
-        for policy in policies_by_table
-            .get(&(name.schema.as_str(), name.name.as_str()))
-            .into_iter()
-            .flatten()
-        {
+        for policy in on_table {
             let applies_to_us = policy
                 .def
                 .roles
                 .iter()
                 .any(|r| r == "public" || our_roles.contains(&r.as_str()));
-            if !ours.contains(&policy.name.as_str())
+            if !our_policies.contains(&policy.name.as_str())
                 && policy.def.permissive == "PERMISSIVE"
                 && applies_to_us
             {
@@ -738,7 +732,6 @@ pub fn compare(config: &Config, tables: &[MarkedTable], catalog: &Catalog) -> Ve
         }
     }
 
-    let our_policies = [config.isolation_policy(), config.admin_policy()];
     let marked_tables: HashSet<(&str, &str)> = tables
         .iter()
         .map(|t| (t.table.schema.as_str(), t.table.name.as_str()))
@@ -898,14 +891,15 @@ fn privilege_set(list: &[catalog::Privilege]) -> HashSet<(&str, &str, &str, &str
         .collect()
 }
 
+/// Compares our policy named `policy` among the policies `on_table` with `expected`.
 fn check_policy(
     findings: &mut Vec<Finding>,
-    policies: &HashMap<(&str, &str, &str), &catalog::PolicyState>,
+    on_table: &[&catalog::PolicyState],
     table: &QualifiedName,
     policy: &str,
     expected: &PolicyDef,
 ) {
-    let actual = policies.get(&(table.schema.as_str(), table.name.as_str(), policy));
+    let actual = on_table.iter().find(|p| p.name == policy);
     match actual {
         None => findings.push(Finding::PolicyMissing {
             table: table.clone(),
