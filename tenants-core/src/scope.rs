@@ -39,21 +39,17 @@ impl Scope {
         } else {
             ""
         };
-        match self {
-            Scope::Tenant(tenant) => format!(
-                "BEGIN; {citus}SET LOCAL ROLE {}; SET LOCAL {} = {}",
-                quote_ident(config.tenant_role()),
-                quote_ident(config.setting()),
-                escape_literal(tenant.as_str())
-            ),
+        let (role, tenant) = match self {
+            Scope::Tenant(tenant) => (config.tenant_role(), escape_literal(tenant.as_str())),
             // The setting is cleared too: the batch is self-sufficient, overriding a
             // session-level `set_config(.., false)` left on the connection.
-            Scope::Admin => format!(
-                "BEGIN; {citus}SET LOCAL ROLE {}; SET LOCAL {} = ''",
-                quote_ident(config.admin_role()),
-                quote_ident(config.setting())
-            ),
-        }
+            Scope::Admin => (config.admin_role(), "''".to_string()),
+        };
+        format!(
+            "BEGIN; {citus}SET LOCAL ROLE {}; SET LOCAL {} = {tenant}",
+            quote_ident(role),
+            quote_ident(config.setting())
+        )
     }
 }
 
