@@ -59,6 +59,18 @@ pub enum Error {
     Drift(VerifyReport),
 }
 
+impl VerifyReport {
+    /// `Ok(self)` when no finding is an error, else [`Error::Drift`]: what a pool's
+    /// `verify` returns.
+    pub fn into_result(self) -> Result<Self, Error> {
+        if self.is_ok() {
+            Ok(self)
+        } else {
+            Err(Error::Drift(self))
+        }
+    }
+}
+
 impl Error {
     /// Whether the database could not be reached (no connection, or none free in time):
     /// worth retrying later, a 503 rather than a 500 in a service.

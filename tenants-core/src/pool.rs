@@ -429,15 +429,9 @@ impl TenantPool {
     /// see [`crate::verify`].
     pub async fn verify(&self) -> Result<VerifyReport, Error> {
         let mut conn = self.unscoped().await?;
-        let tables = crate::verify::marked_tables(&crate::registry::tables());
-        let shared = crate::verify::shared_tables(&crate::registry::shared_tables());
+        let (tables, shared) = crate::verify::linked_tables();
         let catalog = crate::catalog::read(&mut conn, &self.config, &tables, &shared, &[]).await?;
-        let report = crate::verify::compare(&self.config, &tables, &catalog);
-        if report.is_ok() {
-            Ok(report)
-        } else {
-            Err(Error::Drift(report))
-        }
+        crate::verify::compare(&self.config, &tables, &catalog).into_result()
     }
 }
 

@@ -268,15 +268,9 @@ impl SyncTenantPool {
     /// see [`crate::verify`].
     pub fn verify(&self) -> Result<VerifyReport, Error> {
         let mut conn = self.unscoped()?;
-        let tables = crate::verify::marked_tables(&crate::registry::tables());
-        let shared = crate::verify::shared_tables(&crate::registry::shared_tables());
+        let (tables, shared) = crate::verify::linked_tables();
         let catalog = crate::catalog::read_sync(&mut conn, &self.config, &tables, &shared, &[])?;
-        let report = crate::verify::compare(&self.config, &tables, &catalog);
-        if report.is_ok() {
-            Ok(report)
-        } else {
-            Err(Error::Drift(report))
-        }
+        crate::verify::compare(&self.config, &tables, &catalog).into_result()
     }
 
     fn run<R, E, F>(&self, scope: Scope, f: F) -> Result<R, E>

@@ -514,6 +514,15 @@ pub fn shared_tables(tables: &[SharedTable]) -> Vec<QualifiedName> {
         .collect()
 }
 
+/// The marked and the shared tables linked into this binary (the registry), as
+/// [`catalog::read`] takes them: what a pool's `verify` compares.
+pub fn linked_tables() -> (Vec<MarkedTable>, Vec<QualifiedName>) {
+    (
+        marked_tables(&crate::registry::tables()),
+        shared_tables(&crate::registry::shared_tables()),
+    )
+}
+
 /// Compares `catalog` with the contract for `tables`; pure, so the CLI shares it.
 ///
 /// Findings come in a fixed order: no table marked, roles (their bypass, then their login
