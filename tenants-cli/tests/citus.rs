@@ -11,12 +11,8 @@ use diesel_async::RunQueryDsl as _;
 use tenants_core::{Config, ScopedDsl, TenantPool};
 use tenants_tests::TestDb;
 
-use crate::fixture::{Fixture, Run};
+use crate::fixture::{Fixture, Run, TODO_DOWN, TODO_MARKED, TODO_UP};
 
-const TABLES_UP: &str =
-    "CREATE TABLE todo_item (id serial PRIMARY KEY, name text NOT NULL, tenant text NOT NULL);";
-const TABLES_DOWN: &str = "DROP TABLE todo_item;";
-const MARKED: &str = "#[tenants_core::with_rls]\ndiesel::table! { todo_item (id) { id -> Int4, name -> Text, tenant -> Text } }\n";
 /// Roles only this test uses: Citus mode makes them LOGIN, which the shared default roles
 /// of the other tests must never become.
 const USER: &str = "tenants_test_citus_mode_user";
@@ -25,13 +21,10 @@ const ADMIN: &str = "tenants_test_citus_mode_admin";
 #[test]
 fn switching_citus_mode_writes_the_replacing_migration() {
     let fx = Fixture::new();
-    tenants_tests::batch_locked(
-        &mut fx.db.connect(),
-        &format!("DROP ROLE IF EXISTS {USER}; DROP ROLE IF EXISTS {ADMIN};"),
-    );
-    fx.migration("2026-01-01-000000_create", TABLES_UP, TABLES_DOWN);
+    fx.drop_roles(&[USER, ADMIN]);
+    fx.migration("2026-01-01-000000_create", TODO_UP, TODO_DOWN);
     fx.migrate();
-    fx.source(MARKED);
+    fx.source(TODO_MARKED);
     let names = [
         "--tenant-role",
         USER,

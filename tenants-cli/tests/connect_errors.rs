@@ -3,12 +3,7 @@
 
 use tenants_tests::{database_url, url_with};
 
-use crate::fixture::Fixture;
-
-const MARKED: &str = "
-#[tenants_core::with_rls]
-diesel::table! { todo_item (id) { id -> Int4, name -> Text, tenant -> Text } }
-";
+use crate::fixture::{Fixture, TODO_MARKED};
 
 const HINT: &str = "; is PostgreSQL running there, and is --database-url / DATABASE_URL right?";
 
@@ -25,7 +20,7 @@ fn check_error(fx: &Fixture, url: &str) -> String {
 #[test]
 fn each_connection_error_names_the_target_and_the_cause() {
     let fx = Fixture::new();
-    fx.source(MARKED);
+    fx.source(TODO_MARKED);
     let missing = url_with(&database_url(), None, Some("tenants_no_such_database"));
     let cases = [
         (

@@ -1,16 +1,11 @@
 //! Bad input gets a clear error, exit code 2, and nothing written.
 
-use crate::fixture::Fixture;
-
-const MARKED: &str = "
-#[tenants_core::with_rls]
-diesel::table! { todo_item (id) { id -> Int4, name -> Text, tenant -> Text } }
-";
+use crate::fixture::{Fixture, TODO_MARKED};
 
 #[test]
 fn unreachable_database_is_one_line_exit_2_and_no_files() {
     let fx = Fixture::new();
-    fx.source(MARKED);
+    fx.source(TODO_MARKED);
     for command in ["generate", "check", "diff"] {
         let run = fx.tenants_at("postgres://postgres@127.0.0.1:1/nowhere", &[command]);
         assert_eq!(run.code, 2, "{command}: {}", run.stderr);
@@ -54,7 +49,7 @@ fn wrongly_marked_item_names_file_and_line() {
 #[test]
 fn missing_table_or_column_names_them_and_writes_nothing() {
     let fx = Fixture::new();
-    fx.source(MARKED);
+    fx.source(TODO_MARKED);
     let run = fx.tenants(&["generate"]);
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert!(
@@ -106,7 +101,7 @@ fn missing_table_or_column_names_them_and_writes_nothing() {
 #[test]
 fn migration_dir_and_url_come_from_diesel_toml_and_dotenv() {
     let fx = Fixture::new();
-    fx.source(MARKED);
+    fx.source(TODO_MARKED);
     std::fs::write(
         fx.dir.join("diesel.toml"),
         "[migrations_directory]\ndir = \"db/migrations\"\n",

@@ -13,6 +13,14 @@ use tenants_tests::TestDb;
 /// test changes its memberships.
 pub const GRANTEE: &str = "tenants_test_cli_grantee";
 
+/// The one-table fixture many tests start from: `todo_item`, its migration and its mark.
+pub const TODO_UP: &str =
+    "CREATE TABLE todo_item (id serial PRIMARY KEY, name text NOT NULL, tenant text NOT NULL);";
+/// [`TODO_UP`]'s down migration.
+pub const TODO_DOWN: &str = "DROP TABLE todo_item;";
+/// `todo_item` marked `#[with_rls]`.
+pub const TODO_MARKED: &str = "#[tenants_core::with_rls]\ndiesel::table! { todo_item (id) { id -> Int4, name -> Text, tenant -> Text } }\n";
+
 /// A crate directory with `src/` and `migrations/`, and a database for it.
 pub struct Fixture {
     pub dir: PathBuf,
@@ -56,6 +64,16 @@ impl Fixture {
         }
         std::fs::create_dir_all(dir.join("src")).expect("fixture dir");
         Self { dir, db }
+    }
+
+    /// Drops `roles` if an earlier run left them (roles are cluster-wide: tests that need
+    /// roles of their own name them and start without them).
+    pub fn drop_roles(&self, roles: &[&str]) {
+        let sql: String = roles
+            .iter()
+            .map(|role| format!("DROP ROLE IF EXISTS {role};"))
+            .collect();
+        tenants_tests::batch_locked(&mut self.db.connect(), &sql);
     }
 
     /// Replaces `src/lib.rs`.

@@ -3,22 +3,11 @@
 
 use diesel::connection::SimpleConnection;
 
-use crate::fixture::Fixture;
+use crate::fixture::{Fixture, TODO_DOWN, TODO_MARKED, TODO_UP};
 
-const TABLES_UP: &str =
-    "CREATE TABLE todo_item (id serial PRIMARY KEY, name text NOT NULL, tenant text NOT NULL);";
-const TABLES_DOWN: &str = "DROP TABLE todo_item;";
-const MARKED: &str = "#[tenants_core::with_rls]\ndiesel::table! { todo_item (id) { id -> Int4, name -> Text, tenant -> Text } }\n";
 /// Roles are cluster-wide: names only this test uses.
 const USER: &str = "tenants_test_portable_user";
 const ADMIN: &str = "tenants_test_portable_admin";
-
-fn drop_roles(fx: &Fixture) {
-    tenants_tests::batch_locked(
-        &mut fx.db.connect(),
-        &format!("DROP ROLE IF EXISTS {USER}; DROP ROLE IF EXISTS {ADMIN};"),
-    );
-}
 
 #[test]
 fn generate_replays_on_a_server_without_the_roles() {
@@ -31,15 +20,15 @@ fn generate_replays_on_a_server_without_the_roles() {
         "portable.tenant",
     ];
     let dev = Fixture::new_named("dev");
-    drop_roles(&dev);
+    dev.drop_roles(&[USER, ADMIN]);
     // The developer's server already has the roles (an earlier project created them).
     tenants_tests::batch_locked(
         &mut dev.db.connect(),
         &format!("CREATE ROLE {USER} NOLOGIN; CREATE ROLE {ADMIN} NOLOGIN;"),
     );
-    dev.migration("2026-01-01-000000_create_tables", TABLES_UP, TABLES_DOWN);
+    dev.migration("2026-01-01-000000_create_tables", TODO_UP, TODO_DOWN);
     dev.migrate();
-    dev.source(MARKED);
+    dev.source(TODO_MARKED);
     let generated = dev.tenants(&[&["generate"][..], &names].concat());
     assert_eq!(generated.code, 0, "{}", generated.stderr);
     let migrations = dev.migrations();
@@ -59,15 +48,15 @@ fn generate_replays_on_a_server_without_the_roles() {
     );
 
     // A fresh server: the roles do not exist; the committed migrations replay.
-    drop_roles(&dev);
+    dev.drop_roles(&[USER, ADMIN]);
     let fresh = Fixture::new_named("fresh");
-    fresh.migration("2026-01-01-000000_create_tables", TABLES_UP, TABLES_DOWN);
+    fresh.migration("2026-01-01-000000_create_tables", TODO_UP, TODO_DOWN);
     fresh.migration(
         &migrations[1],
         &up,
         &std::fs::read_to_string(dir.join("down.sql")).expect("down.sql"),
     );
-    fresh.source(MARKED);
+    fresh.source(TODO_MARKED);
     fresh.migrate();
     let check = fresh.tenants(&[&["check"][..], &names].concat());
     assert_eq!(check.code, 0, "{}{}", check.stdout, check.stderr);
@@ -77,5 +66,5 @@ fn generate_replays_on_a_server_without_the_roles() {
         .batch_execute(&format!("REVOKE {USER}, {ADMIN} FROM CURRENT_USER"))
         .ok();
     fresh.revert_all();
-    drop_roles(&fresh);
+    fresh.drop_roles(&[USER, ADMIN]);
 }
