@@ -109,16 +109,8 @@ impl Session {
             let tables = resolve_types(&mut conn, marked).await?;
             Ok::<_, DatabaseError>((conn, tables))
         })?;
-        // Stated on every command (once connected, so that an error stays one line): zero
-        // marks is the likeliest sign of marks lost to `diesel print-schema`.
-        eprintln!(
-            "tenants: {} #[with_rls] table(s) and {} #[shared] table(s) in {}",
-            marks.tables.len(),
-            marks.shared.len(),
-            crate::settings::crate_root(&options.crate_dir)
-                .join("src")
-                .display()
-        );
+        // Stated once connected, so that an error stays one line.
+        eprintln!("{}", marks.summary());
         Ok(Self {
             runtime,
             conn,

@@ -119,12 +119,11 @@ fn execute(command: Command) -> Result<ExitCode, Failure> {
     };
     let config = crate::config(&options).map_err(CliError::from)?;
     let settings = Settings::resolve(&options).map_err(CliError::from)?;
-    let marked = sources::marks(&options.crate_dir, &options.schema)
-        .map_err(CliError::from)?
-        .tables;
-    if marked.is_empty() {
-        return Err(Failure::NothingMarked(options.crate_dir.join("src")));
+    let marks = sources::marks(&options.crate_dir, &options.schema).map_err(CliError::from)?;
+    if marks.tables.is_empty() {
+        return Err(Failure::NothingMarked(marks.src));
     }
+    let marked = marks.tables;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -67,6 +67,21 @@ pub struct Marks {
     pub tables: Vec<Marked>,
     /// The `#[shared]` tables, once each, sorted.
     pub shared: Vec<QualifiedName>,
+    /// The `src/` directory they were read from.
+    pub src: PathBuf,
+}
+
+impl Marks {
+    /// What was found where, stated by every command that compares: zero marks is the
+    /// likeliest sign of marks lost to `diesel print-schema`.
+    pub fn summary(&self) -> String {
+        format!(
+            "tenants: {} #[with_rls] table(s) and {} #[shared] table(s) in {}",
+            self.tables.len(),
+            self.shared.len(),
+            self.src.display()
+        )
+    }
 }
 
 /// Every table marked in `crate_dir/src`, once each, sorted; tables without a schema of
@@ -129,6 +144,7 @@ pub fn marks(crate_dir: &Path, default_schema: &str) -> Result<Marks, SourceErro
     Ok(Marks {
         tables: marked,
         shared,
+        src,
     })
 }
 
