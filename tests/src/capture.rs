@@ -72,7 +72,13 @@ impl Capture {
     /// guard is dropped.
     pub fn install(&self) -> DefaultGuard {
         let subscriber = tracing_subscriber::registry().with(Layered(self.clone()));
-        tracing::subscriber::set_default(subscriber)
+        let guard = tracing::subscriber::set_default(subscriber);
+        // A callsite first hit by a test without a subscriber, on another thread, while this
+        // one was being installed, can keep the "never" interest it computed then: the
+        // library's span would be invisible here. Recompute every callsite's interest now
+        // that this subscriber is one of the dispatchers.
+        tracing::callsite::rebuild_interest_cache();
+        guard
     }
 
     fn lock(&self) -> MutexGuard<'_, Captured> {
