@@ -1,7 +1,8 @@
 //! The per-test-database harness of the integration tests.
 //!
 //! Every database test gets its own freshly created database, named after the test's path
-//! (libtest names each test's thread after it), as `#[sqlx::test]` does. Creation is
+//! (libtest names each test's thread after it) and the run, as `#[sqlx::test]` does: two
+//! runs against one server never share one. Creation is
 //! serialised with an advisory lock. The database is dropped when the test passes and kept
 //! for inspection when it fails. A test that cannot reach the server fails with a hint; it
 //! never skips itself.
@@ -117,8 +118,6 @@ impl TestDb {
         let name = database_name(test);
         let mut admin = connect(&database_url());
         with_create_lock(&mut admin, |admin| {
-            diesel::sql_query(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-                .execute(admin)?;
             diesel::sql_query(format!("CREATE DATABASE \"{name}\"")).execute(admin)?;
             Ok(())
         })
@@ -217,8 +216,8 @@ fn with_create_lock<T>(
     tenants_core::testing::with_create_lock(conn, f)?
 }
 
-/// `tenants_test_` + the test path, made a valid name of at most 63 bytes (the kit's
-/// naming, with this harness's prefix).
+/// `tenants_test_` + the test path + the run, made a valid name of at most 63 bytes (the
+/// kit's naming, with this harness's prefix).
 fn database_name(test: &str) -> String {
     tenants_core::testing::database_name("tenants_test", test)
 }

@@ -1,7 +1,7 @@
 //! A PgBouncer in transaction mode in front of the test server, started per test.
 
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -17,6 +17,7 @@ impl PgBouncer {
     /// Starts PgBouncer with `pool_mode = transaction` and `pool_size` server connections
     /// per database and user, accepting `users` (trust authentication, as the server).
     pub fn start(pool_size: u32, users: &[&str]) -> Self {
+        let launcher = launcher().unwrap_or_else(|missing| panic!("{missing}"));
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
@@ -40,30 +41,46 @@ impl PgBouncer {
             ),
         )
         .expect("ini");
-        // pgbouncer refuses to run as root; the postgres user runs it, so it must own the dir.
-        let chown = Command::new("chown")
-            .args(["-R", "postgres:postgres"])
-            .arg(&dir)
-            .status();
-        assert!(
-            matches!(chown, Ok(s) if s.success()),
-            "cannot chown {}",
-            dir.display()
-        );
-        let status = Command::new("runuser")
-            .args(["-u", "postgres", "--", "pgbouncer", "-d"])
-            .arg(dir.join("pgbouncer.ini"))
-            .status()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot start pgbouncer: {e}\nhint: apt-get install pgbouncer (.ci/run does)"
-                )
-            });
-        assert!(
-            status.success(),
-            "pgbouncer did not start: see {}/pgbouncer.log",
-            dir.display()
-        );
+        let output = match &launcher {
+            Launcher::Direct { pgbouncer } => Command::new(pgbouncer)
+                .arg("-d")
+                .arg(dir.join("pgbouncer.ini"))
+                .output(),
+            Launcher::AsPostgres { runuser, pgbouncer } => {
+                // pgbouncer refuses to run as root; the postgres user runs it, so it must
+                // own the dir.
+                let chown = Command::new("chown")
+                    .args(["-R", "postgres:postgres"])
+                    .arg(&dir)
+                    .status();
+                assert!(
+                    matches!(chown, Ok(s) if s.success()),
+                    "cannot chown {} to postgres (pgbouncer runs as postgres when the tests run as root)",
+                    dir.display()
+                );
+                Command::new(runuser)
+                    .args(["-u", "postgres", "--"])
+                    .arg(pgbouncer)
+                    .arg("-d")
+                    .arg(dir.join("pgbouncer.ini"))
+                    .output()
+            }
+        }
+        .unwrap_or_else(|e| panic!("cannot start pgbouncer: {e}"));
+        if !output.status.success() {
+            let log = dir.join("pgbouncer.log");
+            panic!(
+                "pgbouncer did not start ({}): {}{}{}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim(),
+                String::from_utf8_lossy(&output.stdout).trim(),
+                if log.is_file() {
+                    format!("; see {}", log.display())
+                } else {
+                    String::new()
+                }
+            );
+        }
         let started = Instant::now();
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(
@@ -79,6 +96,48 @@ impl PgBouncer {
     pub fn url(&self, user: &str, database: &str) -> String {
         format!("postgres://{user}@127.0.0.1:{}/{database}", self.port)
     }
+}
+
+/// How pgbouncer is started: as the current user, or (it refuses root) as `postgres`.
+enum Launcher {
+    Direct {
+        pgbouncer: PathBuf,
+    },
+    AsPostgres {
+        runuser: PathBuf,
+        pgbouncer: PathBuf,
+    },
+}
+
+/// What starting pgbouncer needs, or the one line saying what to install.
+fn launcher() -> Result<Launcher, String> {
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.trim_ascii() == b"0");
+    let pgbouncer = find("pgbouncer");
+    let runuser = if root { find("runuser") } else { None };
+    match (pgbouncer, runuser, root) {
+        (Some(pgbouncer), _, false) => Ok(Launcher::Direct { pgbouncer }),
+        (Some(pgbouncer), Some(runuser), true) => Ok(Launcher::AsPostgres { runuser, pgbouncer }),
+        (None, _, false) => Err(
+            "the PgBouncer tests need `pgbouncer` on PATH: install it (apt-get install pgbouncer), see README Prerequisites".into(),
+        ),
+        (pgbouncer, _, true) => Err(format!(
+            "the PgBouncer tests need {} (run as root, pgbouncer is started as postgres): install {} (see README Prerequisites)",
+            if pgbouncer.is_none() { "`pgbouncer` and `runuser`" } else { "`runuser`" },
+            if pgbouncer.is_none() { "pgbouncer and util-linux (apt-get install pgbouncer util-linux)" } else { "util-linux (apt-get install util-linux)" }
+        )),
+    }
+}
+
+/// `program` on PATH, or in the sbin directories a non-root PATH often lacks.
+fn find(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin", "/usr/local/sbin"].map(PathBuf::from))
+        .map(|dir| dir.join(program))
+        .find(|candidate| Path::is_file(candidate))
 }
 
 impl Drop for PgBouncer {

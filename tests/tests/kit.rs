@@ -176,7 +176,14 @@ fn a_test_database_is_migrated_dropped_after_a_pass_and_kept_after_a_failure() {
         .expect("spawn")
         .join()
         .expect("the passing test passes");
-    assert_eq!(passed, "tenants_tests_kit__passing_test");
+    assert_eq!(
+        passed,
+        tenants_core::testing::database_name("tenants-tests", "kit::passing_test")
+    );
+    assert!(
+        passed.starts_with("tenants_tests_kit__passing_test_"),
+        "named after the package, the test and the run: {passed}"
+    );
     assert!(!exists(&passed), "dropped after the test passed");
 
     let (name_tx, name_rx) = std::sync::mpsc::channel();

@@ -44,7 +44,7 @@ pub enum TestDatabaseError {
         /// The driver's message.
         reason: String,
     },
-    /// `CREATE DATABASE` (or dropping a leftover of an earlier run) failed.
+    /// `CREATE DATABASE` failed.
     #[error("cannot create the test database {name}: {reason}")]
     Create {
         /// The database's name.
@@ -65,10 +65,10 @@ pub enum TestDatabaseError {
 /// A database created for one test from `DATABASE_URL`'s server (default
 /// [`DEFAULT_DATABASE_URL`]), with the application's migrations applied.
 ///
-/// Named after the running test (libtest names each test's thread after its path) and the
-/// package, as `#[sqlx::test]` does, so parallel tests never share one. Dropped when the
-/// test passes; kept for inspection when it fails by panicking (its name is printed). A
-/// database of the same name left by an earlier failed run is replaced.
+/// Named after the running test (libtest names each test's thread after its path), the
+/// package and the run (see [`database_name`]), as `#[sqlx::test]` does, so parallel tests
+/// and concurrent runs never share one. Dropped when the test passes; kept for inspection
+/// when it fails by panicking (its name is printed).
 ///
 /// `DATABASE_URL`'s user must be allowed to create databases; to run the
 /// [`IsolationCheck`](super::IsolationCheck) with [`TestDatabase::pool`], it must be a
@@ -116,13 +116,6 @@ impl TestDatabase {
                         reason: e.to_string(),
                     })
             };
-            create(
-                format!(
-                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                    quote_ident(&name)
-                ),
-                admin,
-            )?;
             create(format!("CREATE DATABASE {}", quote_ident(&name)), admin)?;
             establish(&url)?
                 .run_pending_migrations(migrations)
@@ -233,10 +226,35 @@ pub fn with_create_lock<T, E>(
     Ok(result)
 }
 
-/// The name of the database for `test` of `package`: `package_test`, lower-cased, every
-/// other character than `a-z0-9` made `_`; when longer than PostgreSQL keeps, its end (the
-/// most specific part) and a hash of the whole.
+/// The name of the database for `test` of `package` in this run: `package_test_RUN`,
+/// lower-cased, every other character than `a-z0-9` made `_`, where `RUN` tells this
+/// process's run from any other against the same server (two `cargo test` at once, or a
+/// failed run's kept databases). When longer than PostgreSQL keeps, the test part keeps
+/// its end (the most specific part) after a hash of the whole.
 pub fn database_name(package: &str, test: &str) -> String {
+    name_in_run(package, test, run_id())
+}
+
+/// Eight hex digits, fixed for the process: its id and start time, hashed.
+fn run_id() -> &'static str {
+    static RUN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    RUN.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let seed = format!("{}:{nanos}", std::process::id());
+        format!("{:08x}", fnv1a(&seed) as u32)
+    })
+}
+
+/// FNV-1a: stable across runs and platforms, unlike std's hasher.
+fn fnv1a(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+fn name_in_run(package: &str, test: &str, run: &str) -> String {
     let whole = if package.is_empty() {
         format!("test_{test}")
     } else {
@@ -252,16 +270,13 @@ pub fn database_name(package: &str, test: &str) -> String {
             }
         })
         .collect();
-    if cleaned.len() <= MAX_NAME_BYTES {
-        return cleaned;
+    let room = MAX_NAME_BYTES - run.len() - 1;
+    if cleaned.len() <= room {
+        return format!("{cleaned}_{run}");
     }
-    // FNV-1a: stable across runs and platforms, unlike std's hasher.
-    let hash = cleaned.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-    });
-    let prefix = format!("t{:08x}_", hash as u32);
-    let tail = &cleaned[cleaned.len() - (MAX_NAME_BYTES - prefix.len())..];
-    format!("{prefix}{tail}")
+    let prefix = format!("t{:08x}_", fnv1a(&cleaned) as u32);
+    let tail = &cleaned[cleaned.len() - (room - prefix.len())..];
+    format!("{prefix}{tail}_{run}")
 }
 
 #[cfg(test)]
@@ -269,21 +284,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names_follow_the_test_and_fit_postgres() {
+    fn names_follow_the_test_and_the_run_and_fit_postgres() {
         assert_eq!(
-            database_name("todo-api", "isolation::tenants_are_isolated"),
-            "todo_api_isolation__tenants_are_isolated"
+            name_in_run("todo-api", "isolation::tenants_are_isolated", "0a1b2c3d"),
+            "todo_api_isolation__tenants_are_isolated_0a1b2c3d"
         );
-        assert_eq!(database_name("", "Weird Name"), "test_weird_name");
+        assert_eq!(
+            name_in_run("", "Weird Name", "0a1b2c3d"),
+            "test_weird_name_0a1b2c3d"
+        );
         let long = "module::".repeat(20) + "the_test";
-        let name = database_name("pkg", &long);
+        let name = name_in_run("pkg", &long, "0a1b2c3d");
         assert_eq!(name.len(), MAX_NAME_BYTES);
-        assert!(name.ends_with("module__the_test"), "{name}");
+        assert!(name.ends_with("module__the_test_0a1b2c3d"), "{name}");
         assert_ne!(
             name,
-            database_name("pkg", &long.replacen("module", "modulx", 1)),
+            name_in_run("pkg", &long.replacen("module", "modulx", 1), "0a1b2c3d"),
             "names differing only in the cut-off part stay distinct"
         );
+        assert_ne!(
+            name_in_run("pkg", "t", "0a1b2c3d"),
+            name_in_run("pkg", "t", "ffff0000"),
+            "two runs of one test never share a database"
+        );
+        let this_run = database_name("pkg", "t");
+        assert_eq!(this_run, database_name("pkg", "t"), "fixed within a run");
+        assert!(this_run.starts_with("pkg_t_") && this_run.len() == "pkg_t_".len() + 8);
     }
 
     #[test]
