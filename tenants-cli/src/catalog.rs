@@ -12,7 +12,7 @@ use tenants_core::registry::TenantSqlType;
 use tenants_core::{Config, Finding, VerifyReport, verify};
 
 use crate::settings::Settings;
-use crate::{CliError, Options, sources};
+use crate::{CliError, Options, PlanArgs, sources};
 
 /// The database could not be reached or read.
 #[derive(Debug, thiserror::Error)]
@@ -140,10 +140,10 @@ pub fn audit(
 
 impl State {
     /// Parses the sources, then reads the catalog.
-    pub fn read(options: &Options) -> Result<Self, CliError> {
+    pub fn read(options: &Options, plan: &PlanArgs) -> Result<Self, CliError> {
         let mut session = Session::open(options)?;
         // Outside --full, CURRENT_USER is the connecting role, which an empty list means.
-        let members: Vec<String> = options
+        let members: Vec<String> = plan
             .grant_to
             .iter()
             .filter(|name| !name.eq_ignore_ascii_case(CURRENT_USER))
@@ -159,7 +159,7 @@ impl State {
                 &members,
             ))
             .map_err(|e| DatabaseError::Query(one_line(e)))?;
-        if options.verbose {
+        if plan.verbose {
             eprintln!(
                 "read the catalog for {} marked table(s) in {} statements",
                 session.tables.len(),
@@ -171,7 +171,7 @@ impl State {
             tables: session.tables,
             shared: session.shared,
             catalog,
-            grant_to: options.grant_to.clone(),
+            grant_to: plan.grant_to.clone(),
         })
     }
 

@@ -10,6 +10,7 @@ mod audit;
 mod catalog;
 mod lifecycle;
 mod migration;
+mod output;
 mod settings;
 mod sources;
 
@@ -21,6 +22,7 @@ use tenants_core::Config;
 use tenants_core::plan::PlanError;
 use tenants_core::policy::{self, Change};
 
+use output::{out, outln};
 pub use settings::Settings;
 
 /// Diff the `#[with_rls]` tables of a crate against the live database and write the
@@ -33,24 +35,41 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// The subcommands.
+/// The subcommands. Each takes the options it uses and no other: an option that would
+/// be ignored is refused.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Print the up and down SQL that `generate` would write, or `no changes`. Exit 0.
-    Diff(Options),
+    /// Print the up and down SQL that `generate` would write (with the same options), or
+    /// `no changes`. Exit 0 printed (changes or none); 2 on any error, a migration that
+    /// `generate` refuses to write included (the reason on stderr).
+    Diff(DiffArgs),
     /// Write the migration `<migration dir>/<YYYY-MM-DD-HHMMSS>_<NAME>/{up,down}.sql` and
-    /// print its directory, or print `no changes` and write nothing. Exit 0.
+    /// print its directory, or print `no changes` and write nothing. Exit 0 written or
+    /// nothing to write; 2 on any error, a refused migration included (lost marks, a
+    /// database that lacks what the code marks: the reason on stderr, nothing written).
     Generate {
         /// The migration's name.
         #[arg(long, default_value = "tenants_rls")]
         name: String,
+        /// Where migrations go (else `diesel.toml`'s `[migrations_directory] dir`, else
+        /// `migrations`), relative to the crate directory.
+        #[arg(long)]
+        migration_dir: Option<PathBuf>,
+        /// What the migration is and how it is found.
+        #[command(flatten)]
+        diff: DiffArgs,
+    },
+    /// Exit 0 when the database matches the code (`generate`, given the same options,
+    /// has nothing to write), 1 listing each difference (one line each) or the reason
+    /// `generate` would refuse, 2 on any error. Meant for CI.
+    Check {
+        /// How the database is compared with the code.
+        #[command(flatten)]
+        plan: PlanArgs,
         /// Shared options.
         #[command(flatten)]
         options: Options,
     },
-    /// Exit 0 when the database matches the code, 1 listing each difference (one line
-    /// each), 2 on any error. Meant for CI.
-    Check(Options),
     /// List what weakens isolation beyond our own objects (views without
     /// security_invoker, SECURITY DEFINER functions of roles that bypass RLS, unique
     /// constraints and foreign keys without the tenant column, partitions without RLS,
@@ -63,7 +82,8 @@ pub enum Command {
     Lifecycle(lifecycle::Command),
 }
 
-/// Options shared by every subcommand.
+/// Options shared by every subcommand: where the database and the marks are, and the
+/// names of the contract.
 #[derive(Debug, Clone, Args)]
 pub struct Options {
     /// The database (else `DATABASE_URL`, else `DATABASE_URL` in the crate's `.env`).
@@ -72,10 +92,6 @@ pub struct Options {
     /// The crate whose `src/` holds the `#[with_rls]` items.
     #[arg(long, default_value = ".")]
     pub crate_dir: PathBuf,
-    /// Where migrations go (else `diesel.toml`'s `[migrations_directory] dir`, else
-    /// `migrations`), relative to the crate directory.
-    #[arg(long)]
-    pub migration_dir: Option<PathBuf>,
     /// The schema of marked tables that name none.
     #[arg(long, default_value = "public")]
     pub schema: String,
@@ -88,29 +104,47 @@ pub struct Options {
     /// The transaction-local setting holding the current tenant.
     #[arg(long, default_value = "tenants.current_tenant")]
     pub setting: String,
+    /// Citus mode (`Config::with_citus`): policies without subqueries, roles that may log
+    /// in on the workers; the application's `Config` must say the same.
+    #[arg(long)]
+    pub citus: bool,
+}
+
+/// How `diff`, `generate` and `check` compare the database with the code: `check` takes
+/// the options `generate` takes, so that it passes exactly when `generate` has nothing to
+/// write.
+#[derive(Debug, Clone, Default, Args)]
+pub struct PlanArgs {
     /// The login role(s) to grant our roles to (default: the connecting role);
     /// `CURRENT_USER` means whoever runs the migration (with --full; otherwise the
     /// connecting role).
     #[arg(long)]
     pub grant_to: Vec<String>,
-    /// diff and generate: the whole contract for every marked table, whatever the
-    /// database already has. A migration to commit and replay on any database (roles are
-    /// created only where missing); with `--grant-to CURRENT_USER` it grants our roles to
-    /// whoever runs it.
-    #[arg(long)]
-    pub full: bool,
-    /// diff, generate and check: allow a migration that removes our policies and row
-    /// level security from tables no longer marked. Without it such a plan is refused, and
-    /// `check` fails: lost marks (`diesel print-schema`) must never turn RLS off silently.
+    /// Allow a migration that removes our policies and row level security from tables no
+    /// longer marked. Without it such a plan is refused, and `check` fails: lost marks
+    /// (`diesel print-schema`) must never turn RLS off silently.
     #[arg(long)]
     pub allow_unmark: bool,
     /// Also print how many statements read the catalog.
     #[arg(long)]
     pub verbose: bool,
-    /// Citus mode (`Config::with_citus`): policies without subqueries, roles that may log
-    /// in on the workers; the application's `Config` must say the same.
+}
+
+/// The options of `diff`, which `generate` takes too: what the migration covers, how the
+/// database is compared with the code, and the shared ones.
+#[derive(Debug, Clone, Args)]
+pub struct DiffArgs {
+    /// The whole contract for every marked table, whatever the database already has. A
+    /// migration to commit and replay on any database (roles are created only where
+    /// missing); with `--grant-to CURRENT_USER` it grants our roles to whoever runs it.
     #[arg(long)]
-    pub citus: bool,
+    pub full: bool,
+    /// How the database is compared with the code.
+    #[command(flatten)]
+    pub plan: PlanArgs,
+    /// Shared options.
+    #[command(flatten)]
+    pub options: Options,
 }
 
 /// Everything that stops a command; printed on stderr, exit code 2.
@@ -138,13 +172,21 @@ pub enum CliError {
 }
 
 /// Runs `cli`, printing results on stdout and errors on stderr; returns the exit code.
+/// A closed stdout does not change it; any other failure to write stdout makes it 2.
 pub fn main_with(cli: Cli) -> ExitCode {
-    match run(cli) {
+    let code = match run(cli) {
         Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error}");
             ExitCode::from(2)
         }
+    };
+    match output::failure() {
+        Some(failure) => {
+            eprintln!("error: cannot write to stdout: {failure}");
+            ExitCode::from(2)
+        }
+        None => code,
     }
 }
 
@@ -152,49 +194,53 @@ pub fn main_with(cli: Cli) -> ExitCode {
 pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
     match cli.command {
         Command::Lifecycle(command) => Ok(lifecycle::run(command)),
-        Command::Diff(options) => {
-            let (config, changes) = changes(&options)?;
+        Command::Diff(diff) => {
+            let (config, changes) = changes(&diff)?;
             if changes.is_empty() {
-                println!("no changes");
+                outln!("no changes");
             } else {
-                println!("-- up.sql");
-                print!("{}", policy::render_up(&config, &changes));
-                println!("-- down.sql");
-                print!("{}", policy::render_down(&config, &changes));
+                outln!("-- up.sql");
+                out!("{}", policy::render_up(&config, &changes));
+                outln!("-- down.sql");
+                out!("{}", policy::render_down(&config, &changes));
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Generate { name, options } => {
-            let (config, changes) = changes(&options)?;
+        Command::Generate {
+            name,
+            migration_dir,
+            diff,
+        } => {
+            let (config, changes) = changes(&diff)?;
             if changes.is_empty() {
-                println!("no changes");
+                outln!("no changes");
                 return Ok(ExitCode::SUCCESS);
             }
-            let settings = Settings::resolve(&options)?;
+            let migration_dir = settings::migration_dir(&diff.options.crate_dir, migration_dir)?;
             let dir = migration::write(
-                &settings.migration_dir,
+                &migration_dir,
                 &name,
                 &policy::render_up(&config, &changes),
                 &policy::render_down(&config, &changes),
             )?;
-            println!("{}", dir.display());
+            outln!("{}", dir.display());
             Ok(ExitCode::SUCCESS)
         }
         Command::Audit(options) => audit_command(&options),
-        Command::Check(options) => check(&options),
+        Command::Check { plan, options } => check(&options, &plan),
     }
 }
 
 /// `check`: exit 0 exactly when `generate` has nothing to write, by asking the same
 /// planner; 1 when it would write a migration or must refuse one.
-fn check(options: &Options) -> Result<ExitCode, CliError> {
-    let state = catalog::State::read(options)?;
-    match state.plan(options.allow_unmark) {
+fn check(options: &Options, plan_args: &PlanArgs) -> Result<ExitCode, CliError> {
+    let state = catalog::State::read(options, plan_args)?;
+    match state.plan(plan_args.allow_unmark) {
         Ok(plan) if plan.is_empty() => {
             for warning in plan.report.warnings() {
-                println!("{warning}");
+                outln!("{warning}");
             }
-            println!(
+            outln!(
                 "the database matches the {} #[with_rls] table(s)",
                 state.tables.len()
             );
@@ -203,16 +249,16 @@ fn check(options: &Options) -> Result<ExitCode, CliError> {
         Ok(plan) => {
             let differences = &plan.report.findings;
             for difference in differences {
-                println!("{difference}\n  hint: {}", difference.hint());
+                outln!("{difference}\n  hint: {}", difference.hint());
             }
-            println!(
+            outln!(
                 "{} difference(s); run `tenants generate`, then `diesel migration run`",
                 differences.len()
             );
             Ok(ExitCode::from(1))
         }
         Err(refused) => {
-            println!("{refused}");
+            outln!("{refused}");
             Ok(ExitCode::from(1))
         }
     }
@@ -222,16 +268,16 @@ fn audit_command(options: &Options) -> Result<ExitCode, CliError> {
     let (weaknesses, shared) = catalog::audit(options)?;
     // Listed, not counted: a shared table is readable by every tenant on purpose.
     for table in &shared {
-        println!("shared: {table} is readable by every tenant (#[shared], not under RLS)");
+        outln!("shared: {table} is readable by every tenant (#[shared], not under RLS)");
     }
     if weaknesses.is_empty() {
-        println!("nothing weakens isolation");
+        outln!("nothing weakens isolation");
         return Ok(ExitCode::SUCCESS);
     }
     for weakness in &weaknesses {
-        println!("{weakness}");
+        outln!("{weakness}");
     }
-    println!("{} weakness(es)", weaknesses.len());
+    outln!("{} weakness(es)", weaknesses.len());
     Ok(ExitCode::from(1))
 }
 
@@ -244,12 +290,12 @@ pub fn config(options: &Options) -> Result<Config, tenants_core::ConfigError> {
         .with_citus(options.citus))
 }
 
-fn changes(options: &Options) -> Result<(Config, Vec<Change>), CliError> {
-    let state = catalog::State::read(options)?;
-    let changes = if options.full {
+fn changes(diff: &DiffArgs) -> Result<(Config, Vec<Change>), CliError> {
+    let state = catalog::State::read(&diff.options, &diff.plan)?;
+    let changes = if diff.full {
         state.full()?
     } else {
-        state.plan(options.allow_unmark)?.changes
+        state.plan(diff.plan.allow_unmark)?.changes
     };
     Ok((state.config, changes))
 }

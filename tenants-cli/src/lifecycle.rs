@@ -7,8 +7,11 @@ use std::process::ExitCode;
 use clap::Subcommand;
 use tenants_core::TenantPool;
 use tenants_core::catalog::MarkedTable;
-use tenants_core::lifecycle::{self, LifecycleError, PurgeMode, TableRows, plain_name};
+use tenants_core::lifecycle::{
+    self, EmptyExport, LifecycleError, PurgeMode, TableRows, display_tenant, plain_name,
+};
 
+use crate::output::{out, outln};
 use crate::settings::Settings;
 use crate::{CliError, Options, sources};
 
@@ -16,7 +19,8 @@ use crate::{CliError, Options, sources};
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Every tenant id found in the marked tables, with its row count per table and in
-    /// total, sorted (read as admin; one statement, a scan of each table). Exit 0.
+    /// total, sorted (read as admin; one statement, a scan of each table). Exit 0 listed (none
+    /// included), 2 on error.
     List {
         /// Print JSON: `{"tenants": [{"tenant", "tables": [{"table", "rows"}], "total"}]}`.
         #[arg(long)]
@@ -26,8 +30,9 @@ pub enum Command {
         options: Options,
     },
     /// Write the tenant's rows of every marked table, read in one REPEATABLE READ tenant
-    /// transaction, to a new directory: one JSON-lines file per table and manifest.json.
-    /// Exit 0 written, 1 when DIR is not empty (nothing written), 2 on error.
+    /// transaction, to a new directory: one JSON-lines file per table and manifest.json,
+    /// readable by their owner only. Exit 0 written, 1 when DIR is not empty or the tenant
+    /// has no rows (a mistyped id; see --allow-empty) and nothing was written, 2 on error.
     Export {
         /// The tenant.
         #[arg(long)]
@@ -35,6 +40,9 @@ pub enum Command {
         /// The directory to create (it may exist if empty).
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
+        /// Write the export even when the tenant has no rows at all.
+        #[arg(long)]
+        allow_empty: bool,
         /// Shared options.
         #[command(flatten)]
         options: Options,
@@ -99,7 +107,9 @@ enum Failure {
 pub fn run(command: Command) -> ExitCode {
     match execute(command) {
         Ok(code) => code,
-        Err(Failure::Lifecycle(error @ LifecycleError::OutputNotEmpty(_))) => {
+        Err(Failure::Lifecycle(
+            error @ (LifecycleError::OutputNotEmpty(_) | LifecycleError::NoRows { .. }),
+        )) => {
             eprintln!("refused: {error}");
             ExitCode::from(1)
         }
@@ -139,15 +149,26 @@ fn execute(command: Command) -> Result<ExitCode, Failure> {
         let tables = marked_tables(&pool, marked).await?;
         match command {
             Command::List { json, .. } => list(&pool, &tables, json).await,
-            Command::Export { tenant, out, .. } => {
-                let manifest = lifecycle::export_tenant(&pool, &tables, &tenant, &out).await?;
+            Command::Export {
+                tenant,
+                out,
+                allow_empty,
+                ..
+            } => {
+                let empty = if allow_empty {
+                    EmptyExport::Write
+                } else {
+                    EmptyExport::Refuse
+                };
+                let manifest =
+                    lifecycle::export_tenant(&pool, &tables, &tenant, &out, empty).await?;
                 for table in &manifest.tables {
-                    println!("{}.{}\t{}", table.schema, table.name, table.rows);
+                    outln!("{}.{}\t{}", table.schema, table.name, table.rows);
                 }
                 let total: u64 = manifest.tables.iter().map(|t| t.rows).sum();
-                println!(
+                outln!(
                     "exported {total} rows of tenant {} to {}",
-                    manifest.tenant,
+                    display_tenant(&manifest.tenant),
                     out.display()
                 );
                 Ok(ExitCode::SUCCESS)
@@ -156,10 +177,10 @@ fn execute(command: Command) -> Result<ExitCode, Failure> {
                 let report = lifecycle::import_tenant(&pool, &tables, &tenant, &from).await?;
                 print_rows(&report.tables);
                 for sequence in &report.sequences_advanced {
-                    println!("advanced sequence {sequence}");
+                    outln!("advanced sequence {sequence}");
                 }
                 let total: u64 = report.tables.iter().map(|t| t.rows).sum();
-                println!("imported {total} rows of tenant {}", report.tenant);
+                outln!("imported {total} rows of tenant {}", display_tenant(&report.tenant));
                 Ok(ExitCode::SUCCESS)
             }
             Command::Purge {
@@ -177,16 +198,16 @@ fn execute(command: Command) -> Result<ExitCode, Failure> {
                 print_rows(&report.tables);
                 let total = report.total();
                 if report.deleted {
-                    println!("deleted {total} rows of tenant {}", report.tenant);
+                    outln!("deleted {total} rows of tenant {}", display_tenant(&report.tenant));
                     Ok(if total == 0 {
                         ExitCode::from(1)
                     } else {
                         ExitCode::SUCCESS
                     })
                 } else {
-                    println!(
+                    outln!(
                         "would delete {total} rows of tenant {}; nothing deleted (pass --yes to delete)",
-                        report.tenant
+                        display_tenant(&report.tenant)
                     );
                     Ok(ExitCode::from(1))
                 }
@@ -214,22 +235,22 @@ async fn list(pool: &TenantPool, tables: &[MarkedTable], json: bool) -> Result<E
     let list = lifecycle::list_tenants(pool, tables).await?;
     if json {
         match serde_json::to_string_pretty(&list) {
-            Ok(text) => println!("{text}"),
+            Ok(text) => outln!("{text}"),
             Err(e) => {
                 eprintln!("error: cannot render JSON: {e}");
                 return Ok(ExitCode::from(2));
             }
         }
     } else if list.tenants.is_empty() {
-        println!("no tenants: the marked tables hold no rows");
+        outln!("no tenants: the marked tables hold no rows");
     } else {
-        print!("{}", list.to_text());
+        out!("{}", list.to_text());
     }
     Ok(ExitCode::SUCCESS)
 }
 
 fn print_rows(rows: &[TableRows]) {
     for table in rows {
-        println!("{}\t{}", plain_name(&table.table), table.rows);
+        outln!("{}\t{}", plain_name(&table.table), table.rows);
     }
 }

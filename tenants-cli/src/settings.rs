@@ -27,8 +27,6 @@ pub enum SettingsError {
 pub struct Settings {
     /// The database.
     pub database_url: String,
-    /// Where migrations are written.
-    pub migration_dir: PathBuf,
 }
 
 #[derive(serde::Deserialize)]
@@ -42,9 +40,7 @@ struct MigrationsDirectory {
 }
 
 impl Settings {
-    /// `--database-url`, else `DATABASE_URL`, else `DATABASE_URL` in `<crate>/.env`; and
-    /// `--migration-dir`, else `diesel.toml`'s `[migrations_directory] dir`, else
-    /// `migrations`, relative to the crate directory.
+    /// `--database-url`, else `DATABASE_URL`, else `DATABASE_URL` in `<crate>/.env`.
     pub fn resolve(options: &Options) -> Result<Self, SettingsError> {
         let crate_dir = crate_root(&options.crate_dir);
         let database_url = match &options.database_url {
@@ -54,15 +50,18 @@ impl Settings {
                 Err(_) => dotenv_url(&crate_dir).ok_or(SettingsError::NoDatabaseUrl)?,
             },
         };
-        let migration_dir = match &options.migration_dir {
-            Some(dir) => crate_dir.join(dir),
-            None => crate_dir.join(diesel_toml_dir(&crate_dir)?),
-        };
-        Ok(Self {
-            database_url,
-            migration_dir,
-        })
+        Ok(Self { database_url })
     }
+}
+
+/// Where migrations are written: `--migration-dir`, else `diesel.toml`'s
+/// `[migrations_directory] dir`, else `migrations`, relative to the crate directory.
+pub fn migration_dir(crate_dir: &Path, given: Option<PathBuf>) -> Result<PathBuf, SettingsError> {
+    let crate_dir = crate_root(crate_dir);
+    Ok(match given {
+        Some(dir) => crate_dir.join(dir),
+        None => crate_dir.join(diesel_toml_dir(&crate_dir)?),
+    })
 }
 
 /// The crate `dir` belongs to: `dir` itself when it holds a `Cargo.toml` or a `src/`,

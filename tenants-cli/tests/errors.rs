@@ -161,3 +161,69 @@ fn migration_dir_and_url_come_from_diesel_toml_and_dotenv() {
     assert_eq!(run.code, 2);
     assert!(run.stderr.contains("diesel.toml"), "{}", run.stderr);
 }
+
+/// Runs `tenants <args>` alone: no `--crate-dir`, no database.
+fn bare(args: &[&str]) -> crate::fixture::Run {
+    std::process::Command::new(env!("CARGO_BIN_EXE_tenants"))
+        .args(args)
+        .env_remove("DATABASE_URL")
+        .output()
+        .expect("run tenants")
+        .into()
+}
+
+#[test]
+fn options_a_subcommand_does_not_use_are_refused() {
+    for args in [
+        &["list", "--full", "--grant-to", "nobody"][..],
+        &["list", "--grant-to", "nobody"],
+        &["audit", "--allow-unmark"],
+        &["check", "--full"],
+        &["purge", "--tenant", "acme", "--migration-dir", "m"],
+        &["export", "--tenant", "a", "--out", "x", "--verbose"],
+        &["diff", "--migration-dir", "m"],
+    ] {
+        let run = bare(args);
+        assert_eq!(run.code, 2, "{args:?} was accepted: {}", run.stdout);
+        assert!(
+            run.stderr.contains("unexpected argument"),
+            "{args:?}: {}",
+            run.stderr
+        );
+    }
+    for (command, options) in [
+        (
+            "generate",
+            &["--full", "--allow-unmark", "--grant-to", "--migration-dir"][..],
+        ),
+        ("diff", &["--full", "--allow-unmark", "--grant-to"]),
+        ("check", &["--allow-unmark", "--grant-to"]),
+    ] {
+        let help = bare(&[command, "--help"]);
+        for option in options {
+            assert!(
+                help.stdout.contains(option),
+                "{command} --help lacks {option}"
+            );
+        }
+    }
+}
+
+#[test]
+fn every_subcommand_help_states_its_exit_codes() {
+    for command in [
+        "diff", "generate", "check", "audit", "list", "export", "import", "purge",
+    ] {
+        let help = bare(&[command, "--help"]);
+        assert_eq!(help.code, 0, "{command} --help");
+        let text = help.stdout.replace('\n', " ");
+        assert!(text.contains("Exit 0"), "{command}: {text}");
+        assert!(
+            text.contains("2 on"),
+            "{command} names no error code: {text}"
+        );
+    }
+    // `diff` refuses what `generate` refuses, with exit 2: its help says so.
+    let diff = bare(&["diff", "--help"]).stdout.replace('\n', " ");
+    assert!(diff.contains("refuses"), "{diff}");
+}

@@ -202,3 +202,123 @@ fn errors_exit_2_with_one_message() {
     assert!(run.stderr.starts_with("error: "), "{}", run.stderr);
     assert_eq!(run.stdout, "");
 }
+
+/// Runs `tenants <args>` with its stdout closed before it writes, as `| head -1` closes
+/// it after one line.
+fn tenants_with_closed_stdout(fx: &Fixture, args: &[&str]) -> Run {
+    let dir = fx.dir.to_str().expect("utf-8 path");
+    let url = fx.db.url();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tenants"))
+        .args(args)
+        .args(["--crate-dir", dir, "--database-url", &url])
+        .env_remove("DATABASE_URL")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run tenants");
+    drop(child.stdout.take());
+    child.wait_with_output().expect("wait for tenants").into()
+}
+
+#[test]
+fn a_closed_stdout_keeps_the_documented_exit_code() {
+    let fx = fixture();
+    let out = fx.dir.join("piped-export");
+    let out_arg = out.to_str().expect("utf-8 path");
+    for args in [
+        &["list"][..],
+        &["list", "--json"],
+        &["diff"],
+        &["check"],
+        &["audit"],
+        &["purge", "--tenant", "acme"],
+        &["export", "--tenant", "acme", "--out", out_arg],
+    ] {
+        let open = fx.tenants(args);
+        assert!(!open.stdout.is_empty(), "{args:?} prints something");
+        if args[0] == "export" {
+            std::fs::remove_dir_all(&out).expect("remove the first export");
+        }
+        let closed = tenants_with_closed_stdout(&fx, args);
+        assert_eq!(
+            closed.code, open.code,
+            "{args:?} with a closed stdout: stderr {:?}",
+            closed.stderr
+        );
+        assert!(
+            !closed.stderr.contains("panicked"),
+            "{args:?}: {}",
+            closed.stderr
+        );
+    }
+    assert!(
+        out.join("manifest.json").is_file(),
+        "the export ran to its end"
+    );
+}
+
+#[test]
+fn list_escapes_control_characters_of_tenant_ids() {
+    let fx = fixture();
+    diesel::connection::SimpleConnection::batch_execute(
+        &mut fx.db.connect(),
+        "INSERT INTO vendor (tenant, name) VALUES
+           (E'\\x1b[2J\\x1b[1;1Hevil', 'clears the screen'),
+           (E'two\\nlines', 'breaks the table'),
+           ('two words', 'makes two columns')",
+    )
+    .expect("hostile ids");
+    let run = fx.tenants(&["list"]);
+    assert_exit(&run, 0, "list");
+    assert!(!run.stdout.contains('\u{1b}'), "{:?}", run.stdout);
+    let firsts: Vec<&str> = run
+        .stdout
+        .lines()
+        .map(|l| l.split("  ").next().unwrap_or_default().trim_end())
+        .collect();
+    assert_eq!(
+        firsts,
+        [
+            "\"\\u{1b}[2J\\u{1b}[1;1Hevil\"",
+            "acme",
+            "globex",
+            "\"two\\nlines\"",
+            "\"two words\""
+        ]
+    );
+}
+
+#[test]
+fn export_of_a_tenant_without_rows_exits_1_unless_allowed() {
+    let fx = fixture();
+    let out = fx.dir.join("typo-export");
+    let out_arg = out.to_str().expect("utf-8 path");
+    let run = fx.tenants(&["export", "--tenant", "acmee", "--out", out_arg]);
+    assert_exit(&run, 1, "export of an unknown tenant");
+    assert!(
+        run.stderr
+            .starts_with("refused: tenant \"acmee\" has no rows"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("--allow-empty"), "{}", run.stderr);
+    assert!(!out.exists(), "a refused export wrote {}", out.display());
+    let leftovers: Vec<_> = std::fs::read_dir(&fx.dir)
+        .expect("crate dir")
+        .map(|e| e.expect("entry").file_name())
+        .filter(|n| n.to_string_lossy().contains("typo-export"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    let run = fx.tenants(&[
+        "export",
+        "--tenant",
+        "acmee",
+        "--out",
+        out_arg,
+        "--allow-empty",
+    ]);
+    assert_exit(&run, 0, "export --allow-empty");
+    assert!(run.stdout.contains("exported 0 rows"), "{}", run.stdout);
+    assert!(out.join("manifest.json").is_file());
+}

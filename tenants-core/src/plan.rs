@@ -15,9 +15,8 @@ pub enum PlanError {
     /// No table is marked: most likely the marks were lost (or the wrong crate was read),
     /// and planning would remove RLS from every table that has it.
     #[error(
-        "no table is marked #[with_rls]{}\nhint: {}",
-        policed_list(.policed),
-        Finding::NoTablesMarked.hint()
+        "no table is marked #[with_rls]{}\nhint: mark the tenant tables #[with_rls] (is --crate-dir the crate that declares them? did `diesel print-schema` drop the marks?)",
+        policed_list(.policed)
     )]
     NothingMarked {
         /// Tables carrying our policies, which a plan would strip.

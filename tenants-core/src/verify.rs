@@ -273,7 +273,7 @@ impl Finding {
                 "create the table first (`diesel migration run`), or remove its #[shared] mark".to_string()
             }
             Finding::NoTablesMarked => {
-                "mark the tenant tables #[with_rls] (is --crate-dir the crate that declares them? did `diesel print-schema` drop the marks?)".to_string()
+                "mark the tenant tables #[with_rls] (did `diesel print-schema` drop the marks? is the module declaring them compiled into this program?)".to_string()
             }
             Finding::LoginBypassesRls { .. } => {
                 "log in as a role that is only a member of the tenant role".to_string()

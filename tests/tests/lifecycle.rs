@@ -8,7 +8,7 @@ use diesel::connection::SimpleConnection;
 use diesel_async::RunQueryDsl;
 use tenants_core::catalog::{MarkedTable, ProbeKey};
 use tenants_core::lifecycle::{
-    self, LifecycleError, Manifest, PurgeMode, TableRows, file_sha256, plain_name,
+    self, EmptyExport, LifecycleError, Manifest, PurgeMode, TableRows, file_sha256, plain_name,
 };
 use tenants_core::policy::{self, Grantee, QualifiedName, TableSpec};
 use tenants_core::registry::TenantSqlType;
@@ -215,6 +215,13 @@ impl Fixture {
     }
 }
 
+/// Exports `tenant` of `fx` into `out`, refusing a tenant without rows.
+async fn export(fx: &Fixture, tenant: &str, out: &Path) -> Manifest {
+    lifecycle::export_tenant(&fx.pool, &fx.tables, tenant, out, EmptyExport::Refuse)
+        .await
+        .expect("export")
+}
+
 fn counts(rows: &[TableRows]) -> Vec<(String, u64)> {
     rows.iter()
         .map(|t| (plain_name(&t.table), t.rows))
@@ -237,9 +244,7 @@ async fn round_trip(kind: Kind) {
     assert_ne!(a_before, NONE);
 
     let first = fx.out("first");
-    let manifest = lifecycle::export_tenant(&fx.pool, &fx.tables, kind.a, &first)
-        .await
-        .expect("export");
+    let manifest = export(&fx, kind.a, &first).await;
     let exported: Vec<(String, u64)> = manifest
         .tables
         .iter()
@@ -280,9 +285,15 @@ async fn round_trip(kind: Kind) {
     assert_eq!(fx.fingerprints(kind.b), b_before, "import changed b");
 
     // Exported again, the files are byte for byte the same.
-    let second = lifecycle::export_tenant(&fx.pool, &fx.tables, kind.a, &fx.out("second"))
-        .await
-        .expect("second export");
+    let second = lifecycle::export_tenant(
+        &fx.pool,
+        &fx.tables,
+        kind.a,
+        &fx.out("second"),
+        EmptyExport::Refuse,
+    )
+    .await
+    .expect("second export");
     let sums = |m: &Manifest| {
         m.tables
             .iter()
@@ -327,9 +338,7 @@ async fn a_tenant_moves_to_a_second_database() {
     let a_before = source.fingerprints(kind.a);
 
     let out = source.out("move");
-    lifecycle::export_tenant(&source.pool, &source.tables, kind.a, &out)
-        .await
-        .expect("export");
+    export(&source, kind.a, &out).await;
     let report = lifecycle::import_tenant(&target.pool, &target.tables, kind.a, &out)
         .await
         .expect("import");
@@ -415,9 +424,7 @@ async fn tampered_exports_are_refused_and_nothing_is_written() {
     let kind = TEXT;
     let (source, target) = source_and_target(kind).await;
     let out = source.out("export");
-    lifecycle::export_tenant(&source.pool, &source.tables, kind.a, &out)
-        .await
-        .expect("export");
+    export(&source, kind.a, &out).await;
     let nothing_in_target = || {
         assert_eq!(target.fingerprints(kind.a), NONE, "rows of a were written");
         assert_eq!(target.fingerprints(kind.b), NONE, "rows of b were written");
@@ -563,7 +570,7 @@ async fn export_refuses_a_non_empty_directory_and_leaves_nothing_on_failure() {
     let out = fx.out("occupied");
     std::fs::create_dir_all(&out).expect("dir");
     std::fs::write(out.join("keep.txt"), "mine").expect("file");
-    match lifecycle::export_tenant(&fx.pool, &fx.tables, kind.a, &out).await {
+    match lifecycle::export_tenant(&fx.pool, &fx.tables, kind.a, &out, EmptyExport::Refuse).await {
         Err(LifecycleError::OutputNotEmpty(dir)) => assert_eq!(dir, out),
         other => panic!("expected a refusal, got {other:?}"),
     }
@@ -579,7 +586,7 @@ async fn export_refuses_a_non_empty_directory_and_leaves_nothing_on_failure() {
     let failing = fx.out("failing");
     let mut tables = fx.tables.clone();
     tables.extend(marked(kind, &["z_missing"]));
-    match lifecycle::export_tenant(&fx.pool, &tables, kind.a, &failing).await {
+    match lifecycle::export_tenant(&fx.pool, &tables, kind.a, &failing, EmptyExport::Refuse).await {
         Err(LifecycleError::TableMissing { table }) => assert_eq!(table.name, "z_missing"),
         other => panic!("expected a missing table, got {other:?}"),
     }
@@ -587,7 +594,9 @@ async fn export_refuses_a_non_empty_directory_and_leaves_nothing_on_failure() {
         .connect()
         .batch_execute("REVOKE SELECT ON a_task FROM tenants_user")
         .expect("revoke");
-    match lifecycle::export_tenant(&fx.pool, &fx.tables, kind.a, &failing).await {
+    match lifecycle::export_tenant(&fx.pool, &fx.tables, kind.a, &failing, EmptyExport::Refuse)
+        .await
+    {
         Err(LifecycleError::Database { context, source }) => {
             assert!(context.contains("a_task"), "{context}");
             assert!(source.to_string().contains("permission denied"), "{source}");
@@ -608,7 +617,7 @@ async fn export_refuses_a_non_empty_directory_and_leaves_nothing_on_failure() {
     // An empty directory is fine.
     let empty = fx.out("empty");
     std::fs::create_dir_all(&empty).expect("dir");
-    lifecycle::export_tenant(&fx.pool, &fx.tables, kind.a, &empty)
+    lifecycle::export_tenant(&fx.pool, &fx.tables, kind.a, &empty, EmptyExport::Refuse)
         .await
         .expect("export into an empty directory");
     assert!(empty.join("manifest.json").is_file());
@@ -658,4 +667,143 @@ async fn an_id_of_the_wrong_type_is_refused_before_any_io() {
         Err(LifecycleError::TenantType { table, .. }) => assert_eq!(table.name, "a_task"),
         other => panic!("expected a typed error, got {other:?}"),
     }
+}
+
+#[tokio::test]
+async fn a_tenant_without_rows_in_some_tables_round_trips() {
+    let kind = TEXT;
+    let (source, target) = source_and_target(kind).await;
+    // Rows in t_org only: p_project (identity) and a_task (serial) hold none of its rows,
+    // so the largest imported id of their sequences is NULL.
+    source
+        .db
+        .connect()
+        .batch_execute("INSERT INTO t_org (tenant, name) VALUES ('initech', 'lonely org')")
+        .expect("a tenant with one row");
+    let before = source.fingerprints("initech");
+    let out = source.out("lonely");
+    let manifest = export(&source, "initech", &out).await;
+    let exported: Vec<u64> = manifest.tables.iter().map(|t| t.rows).collect();
+    assert_eq!(exported, [1, 0, 0]);
+
+    lifecycle::purge_tenant(&source.pool, &source.tables, "initech", PurgeMode::Delete)
+        .await
+        .expect("purge");
+    let imported = lifecycle::import_tenant(&source.pool, &source.tables, "initech", &out)
+        .await
+        .expect("the unedited export imports again");
+    assert!(imported.sequences_advanced.is_empty());
+    assert_eq!(source.fingerprints("initech"), before);
+
+    // Into a database whose sequences never handed out its id: only t_org's moves.
+    let moved = lifecycle::import_tenant(&target.pool, &target.tables, "initech", &out)
+        .await
+        .expect("import into a second database");
+    assert_eq!(moved.sequences_advanced, ["public.t_org_id_seq"]);
+    assert_eq!(target.fingerprints("initech"), before);
+}
+
+#[tokio::test]
+async fn what_runs_after_the_sequences_runs_as_the_tenant() {
+    let kind = TEXT;
+    let (source, target) = source_and_target(kind).await;
+    // A deferred constraint trigger fires at the commit, after the sequences were
+    // advanced: it must not run as the login role (the owner here; a superuser elsewhere).
+    target
+        .db
+        .connect()
+        .batch_execute(
+            "CREATE TABLE fired (role text NOT NULL, tenant text);
+             GRANT INSERT ON fired TO tenants_user;
+             CREATE FUNCTION record_role() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+               INSERT INTO fired VALUES (current_user, current_setting('tenants.current_tenant', true));
+               RETURN NULL;
+             END $$;
+             CREATE CONSTRAINT TRIGGER a_task_fired AFTER INSERT ON a_task
+               DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION record_role();",
+        )
+        .expect("deferred trigger");
+    let out = source.out("deferred");
+    export(&source, kind.a, &out).await;
+    let report = lifecycle::import_tenant(&target.pool, &target.tables, kind.a, &out)
+        .await
+        .expect("import");
+    assert_eq!(report.sequences_advanced.len(), 3, "the role was switched");
+    let fired = text(
+        &mut target.db.connect(),
+        "SELECT string_agg(DISTINCT role || '/' || tenant, ',') AS value FROM fired",
+    );
+    assert_eq!(fired, "tenants_user/acme");
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn an_export_is_readable_by_its_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let kind = TEXT;
+    let fx = Fixture::new(kind, TestDb::new(), true).await;
+    let out = fx.out("private");
+    export(&fx, kind.a, &out).await;
+    let mode = |path: &Path| {
+        std::fs::metadata(path)
+            .expect("metadata")
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode(&out), 0o700, "the export directory");
+    let mut files = 0;
+    for entry in std::fs::read_dir(&out).expect("export") {
+        let path = entry.expect("entry").path();
+        assert_eq!(mode(&path), 0o600, "{}", path.display());
+        files += 1;
+    }
+    assert_eq!(files, 4, "manifest.json and three table files");
+}
+
+#[tokio::test]
+async fn a_line_longer_than_the_bound_is_refused_before_it_is_read_whole() {
+    let kind = TEXT;
+    let (source, target) = source_and_target(kind).await;
+    let out = source.out("export");
+    export(&source, kind.a, &out).await;
+    let long = source.out("long_line");
+    let padding = "x".repeat(lifecycle::MAX_LINE_BYTES);
+    tampered(&out, &long, |dir, manifest| {
+        edit_row_keeping_checksum(
+            dir,
+            manifest,
+            2,
+            "\"title\" : \"",
+            &format!("\"title\" : \"{padding}"),
+        );
+    });
+    match lifecycle::import_tenant(&target.pool, &target.tables, kind.a, &long).await {
+        Err(LifecycleError::LineTooLong {
+            table, row, limit, ..
+        }) => {
+            assert_eq!((table.name.as_str(), row), ("p_project", 2));
+            assert_eq!(limit, lifecycle::MAX_LINE_BYTES);
+        }
+        other => panic!("expected a refused line, got {other:?}"),
+    }
+    assert_eq!(target.fingerprints(kind.a), NONE, "rows were written");
+}
+
+#[tokio::test]
+async fn export_of_a_tenant_without_rows_is_refused_unless_asked_for() {
+    let kind = TEXT;
+    let fx = Fixture::new(kind, TestDb::new(), true).await;
+    let out = fx.out("typo");
+    match lifecycle::export_tenant(&fx.pool, &fx.tables, "acmee", &out, EmptyExport::Refuse).await {
+        Err(LifecycleError::NoRows { tenant }) => assert_eq!(tenant, "acmee"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert!(!out.exists());
+    let manifest =
+        lifecycle::export_tenant(&fx.pool, &fx.tables, "acmee", &out, EmptyExport::Write)
+            .await
+            .expect("an empty export, asked for");
+    assert!(manifest.tables.iter().all(|t| t.rows == 0));
 }

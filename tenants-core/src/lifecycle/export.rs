@@ -9,12 +9,24 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 
 use super::layout::{Layout, Table};
 use super::manifest::{
-    ColumnExport, FORMAT, FORMAT_VERSION, HashingWriter, Manifest, TableExport, non_empty_dir,
+    ColumnExport, FORMAT, FORMAT_VERSION, HashingWriter, Manifest, TableExport, create_private_dir,
+    create_private_file, non_empty_dir,
 };
 use super::{LifecycleError, TEXT_FORMAT_SETTINGS, db, plain_name, tenant_for};
 use crate::catalog::MarkedTable;
 use crate::pool::TenantPool;
 use crate::tenant::{TenantId, escape_literal, quote_ident};
+
+/// What [`export_tenant`] does for a tenant without a single row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EmptyExport {
+    /// Refuse ([`LifecycleError::NoRows`]) and write nothing: an id without rows is most
+    /// likely mistyped, and an empty export handed over as "the customer's data" is a
+    /// silent failure.
+    Refuse,
+    /// Write the export all the same (every table file empty).
+    Write,
+}
 
 /// Rows fetched from the cursor per round trip.
 const FETCH_ROWS: usize = 10_000;
@@ -26,17 +38,21 @@ struct Line {
 }
 
 /// Exports `tenant`'s rows of every table in `tables` into the directory `out`, which
-/// must not exist or be empty; returns the manifest written.
+/// must not exist or be empty; returns the manifest written. A tenant without any row is
+/// refused unless `empty` is [`EmptyExport::Write`].
 ///
 /// All tables are read in one `REPEATABLE READ`, read-only tenant transaction (one
 /// snapshot; RLS guarantees no other tenant's row is read). The files go to a temporary
 /// sibling directory first, renamed to `out` at the end: a failure leaves nothing behind.
+/// The directory and its files are created readable by their owner only (`0700`/`0600`
+/// on Unix): they hold the tenant's data.
 ///
 /// ```no_run
 /// # async fn run(pool: &tenants_core::TenantPool) -> Result<(), tenants_core::lifecycle::LifecycleError> {
 /// use tenants_core::{lifecycle, registry, verify};
 /// let tables = verify::marked_tables(&registry::tables());
-/// let manifest = lifecycle::export_tenant(pool, &tables, "acme", "acme-export".as_ref()).await?;
+/// let out = "acme-export".as_ref();
+/// let manifest = lifecycle::export_tenant(pool, &tables, "acme", out, lifecycle::EmptyExport::Refuse).await?;
 /// # let _ = manifest;
 /// # Ok(()) }
 /// ```
@@ -45,6 +61,7 @@ pub async fn export_tenant(
     tables: &[MarkedTable],
     tenant: impl TenantId,
     out: &Path,
+    empty: EmptyExport,
 ) -> Result<Manifest, LifecycleError> {
     let tenant = tenant_for(pool.config(), tables, tenant)?;
     if non_empty_dir(out)? {
@@ -71,6 +88,11 @@ pub async fn export_tenant(
         exported.push(export_table(&mut conn, table, i + 1, &staging.path).await?);
     }
     conn.commit().await?;
+    if empty == EmptyExport::Refuse && exported.iter().all(|t| t.rows == 0) {
+        return Err(LifecycleError::NoRows {
+            tenant: tenant.as_str().to_string(),
+        });
+    }
 
     let manifest = Manifest {
         format: FORMAT.to_string(),
@@ -95,7 +117,7 @@ async fn export_table(
     let name = &table.marked.table;
     let file = format!("{position:02}-{}.jsonl", file_safe(&plain_name(name)));
     let path = dir.join(&file);
-    let created = std::fs::File::create(&path).map_err(|source| LifecycleError::Io {
+    let created = create_private_file(&path).map_err(|source| LifecycleError::Io {
         path: path.clone(),
         source,
     })?;
@@ -210,7 +232,7 @@ impl Staging {
                 source,
             })?;
         }
-        std::fs::create_dir_all(&path).map_err(|source| LifecycleError::Io {
+        create_private_dir(&path).map_err(|source| LifecycleError::Io {
             path: path.clone(),
             source,
         })?;

@@ -11,7 +11,7 @@ use diesel_async::{
 };
 
 use super::layout::{Column, Layout, Table};
-use super::manifest::{Manifest, TableExport, file_sha256, lines};
+use super::manifest::{LineError, Lines, MAX_LINE_BYTES, Manifest, TableExport, file_sha256};
 use super::{LifecycleError, TEXT_FORMAT_SETTINGS, TableRows, db, tenant_for};
 use crate::catalog::MarkedTable;
 use crate::pool::TenantPool;
@@ -45,7 +45,8 @@ pub struct ImportReport {
 ///
 /// Advancing a sequence needs `UPDATE` on it, which the tenant role does not have: that
 /// one statement runs as the login role (`SET LOCAL ROLE NONE`, still inside the
-/// transaction), and only when an imported id is past the sequence.
+/// transaction, switched back to the tenant role right after), and only when an imported
+/// id is past the sequence.
 pub async fn import_tenant(
     pool: &TenantPool,
     tables: &[MarkedTable],
@@ -102,7 +103,8 @@ pub async fn import_tenant(
             rows,
         });
     }
-    let sequences_advanced = advance_sequences(&mut conn, &layout.tables).await?;
+    let sequences_advanced =
+        advance_sequences(&mut conn, &layout.tables, pool.config().tenant_role()).await?;
     conn.commit().await?;
     Ok(ImportReport {
         tenant: tenant.as_str().to_string(),
@@ -218,10 +220,20 @@ async fn import_table(
 
     let mut total = 0u64;
     let mut batch = Batch::new(inserted.len());
-    for (i, line) in lines(file)?.enumerate() {
-        let line = line.map_err(|source| LifecycleError::Io {
-            path: file.to_path_buf(),
-            source,
+    let mut lines = Lines::open(file)?;
+    let mut i = 0usize;
+    while let Some(line) = lines.next_line() {
+        let line = line.map_err(|error| match error {
+            LineError::Io(source) => LifecycleError::Io {
+                path: file.to_path_buf(),
+                source,
+            },
+            LineError::TooLong => LifecycleError::LineTooLong {
+                table: table.marked.table.clone(),
+                file: file.to_path_buf(),
+                row: i as u64 + 1,
+                limit: MAX_LINE_BYTES,
+            },
         })?;
         let row =
             parse_row(&line, table, &inserted).map_err(|reason| LifecycleError::RowRefused {
@@ -235,6 +247,7 @@ async fn import_table(
             total += insert.batch(conn, total, &batch).await?;
             batch = Batch::new(inserted.len());
         }
+        i += 1;
     }
     if batch.rows > 0 {
         total += insert.batch(conn, total, &batch).await?;
@@ -443,11 +456,12 @@ struct SequenceState {
 /// came from the sequence (or from an earlier import that advanced it). `setval` needs
 /// `UPDATE` on the sequence, which the tenant role lacks and the login role has when it
 /// owns the tables: that statement runs after `SET LOCAL ROLE NONE`, in the same
-/// transaction. An insert by someone else that draws from the sequence meanwhile may
+/// transaction, and the tenant role is set again right after it. An insert by someone else that draws from the sequence meanwhile may
 /// collide with an imported id: the key refuses it, nothing is overwritten.
 async fn advance_sequences(
     conn: &mut AsyncPgConnection,
     tables: &[Table],
+    tenant_role: &str,
 ) -> Result<Vec<String>, LifecycleError> {
     let mut behind = Vec::new();
     for table in tables {
@@ -459,8 +473,9 @@ async fn advance_sequences(
             // sequence name comes from pg_get_serial_sequence, quoted by the server.
             let state = diesel::sql_query(format!(
                 "SELECT $1 AS sequence, m.max_id::int8 AS max_id,
-                        p.seqincrement > 0 AND m.max_id::numeric >= CASE WHEN s.is_called
-                            THEN s.last_value::numeric + p.seqincrement ELSE s.last_value END AS behind,
+                        coalesce(p.seqincrement > 0 AND m.max_id::numeric >= CASE WHEN s.is_called
+                            THEN s.last_value::numeric + p.seqincrement ELSE s.last_value END,
+                            false) AS behind,
                         has_sequence_privilege(session_user, $1, 'UPDATE') AS updatable,
                         session_user::text AS login
                  FROM {sequence} s
@@ -500,5 +515,13 @@ async fn advance_sequences(
                 .map_err(db(format!("advancing sequence {}", s.sequence)))?;
         }
     }
+    // Back to the tenant role at once: whatever still runs in this transaction (deferred
+    // constraint triggers fire at the commit) runs as the tenant, never as the login role,
+    // which may be the owner or a superuser and would see every tenant.
+    conn.batch_execute(&format!("SET LOCAL ROLE {}", quote_ident(tenant_role)))
+        .await
+        .map_err(db(
+            "switching back to the tenant role after advancing sequences",
+        ))?;
     Ok(behind.into_iter().map(|s| s.sequence).collect())
 }

@@ -129,25 +129,41 @@ fn tenant_order(a: &str, b: &str) -> Ordering {
     }
 }
 
+/// `id` as one unambiguous word of a terminal line: as it is when it holds only printable
+/// characters other than whitespace, `"` and `\\`; otherwise quoted with Rust's escapes
+/// (`"a\\nb"`, `"\\u{1b}[2J"`), so that a tenant id cannot move the cursor, rewrite the
+/// screen, or pass for two columns or for another id.
+pub fn display_tenant(id: &str) -> std::borrow::Cow<'_, str> {
+    let plain = !id.is_empty()
+        && id.chars().all(|c| {
+            !c.is_whitespace() && !matches!(c, '"' | '\\') && c.escape_debug().next() == Some(c)
+        });
+    if plain {
+        id.into()
+    } else {
+        format!("{id:?}").into()
+    }
+}
+
 impl TenantList {
-    /// The list as text: one line per tenant, `tenant  total  table=rows ...`.
+    /// The list as text: one line per tenant, `tenant  total  table=rows ...`, each id as
+    /// [`display_tenant`] shows it.
     pub fn to_text(&self) -> String {
-        let width = self
+        let shown: Vec<_> = self
             .tenants
             .iter()
-            .map(|t| t.tenant.chars().count())
-            .max()
-            .unwrap_or(0);
+            .map(|t| display_tenant(&t.tenant))
+            .collect();
+        let width = shown.iter().map(|t| t.chars().count()).max().unwrap_or(0);
         let mut out = String::new();
-        for tenant in &self.tenants {
+        for (tenant, id) in self.tenants.iter().zip(&shown) {
             let tables: Vec<String> = tenant
                 .tables
                 .iter()
                 .map(|t| format!("{}={}", plain_name(&t.table), t.rows))
                 .collect();
             out.push_str(&format!(
-                "{:<width$}  {:>8}  {}\n",
-                tenant.tenant,
+                "{id:<width$}  {:>8}  {}\n",
                 tenant.total,
                 tables.join(" ")
             ));
@@ -159,6 +175,19 @@ impl TenantList {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_characters_and_separators_are_escaped() {
+        assert_eq!(display_tenant("acme"), "acme");
+        assert_eq!(display_tenant("ünïcode-42"), "ünïcode-42");
+        assert_eq!(display_tenant("a\nb"), "\"a\\nb\"");
+        assert_eq!(display_tenant("\u{1b}[2Jx"), "\"\\u{1b}[2Jx\"");
+        assert_eq!(display_tenant("a b"), "\"a b\"");
+        assert_eq!(display_tenant("\"q\""), "\"\\\"q\\\"\"");
+        assert_eq!(display_tenant("back\\slash"), "\"back\\\\slash\"");
+        assert_eq!(display_tenant("\u{202e}evil"), "\"\\u{202e}evil\"");
+        assert_eq!(display_tenant("\r"), "\"\\r\"");
+    }
 
     #[test]
     fn numbers_sort_numerically_before_text() {

@@ -15,6 +15,9 @@ pub const MANIFEST_FILE: &str = "manifest.json";
 pub const FORMAT: &str = "tenants-export";
 /// The version of the format this library writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
+/// The longest line (row) of a table file an import reads, newline excluded: 16 MiB. A
+/// longer line is [`LifecycleError::LineTooLong`], refused before it is read whole.
+pub const MAX_LINE_BYTES: usize = 16 << 20;
 
 /// What an export holds; see the [module documentation](super) for the format.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -122,7 +125,13 @@ impl Manifest {
                 message: e.to_string(),
             })?;
         text.push('\n');
-        std::fs::write(&path, text).map_err(|source| LifecycleError::Io { path, source })
+        let io = |source| LifecycleError::Io {
+            path: path.clone(),
+            source,
+        };
+        let mut file = create_private_file(&path).map_err(io)?;
+        std::io::Write::write_all(&mut file, text.as_bytes()).map_err(io)?;
+        file.sync_all().map_err(io)
     }
 }
 
@@ -198,15 +207,74 @@ impl<W: std::io::Write> HashingWriter<W> {
     }
 }
 
-/// Reads a table file line by line, for an import (after its checksum was verified).
-pub(super) fn lines(
-    path: &Path,
-) -> Result<impl Iterator<Item = std::io::Result<String>>, LifecycleError> {
-    let file = std::fs::File::open(path).map_err(|source| LifecycleError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    Ok(BufReader::with_capacity(1 << 16, file).lines())
+/// Creates the file at `path` for writing, readable and writable by its owner only
+/// (`0600` on Unix): an export holds a tenant's data.
+pub(super) fn create_private_file(path: &Path) -> std::io::Result<std::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)
+}
+
+/// Creates the directory at `path` (and its missing parents), usable by its owner only
+/// (`0700` on Unix) when this call creates it.
+pub(super) fn create_private_dir(path: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(path)
+}
+
+/// Why a line of a table file could not be read.
+pub(super) enum LineError {
+    /// Reading failed.
+    Io(std::io::Error),
+    /// The line is longer than [`MAX_LINE_BYTES`].
+    TooLong,
+}
+
+/// The lines of a table file, for an import (after its checksum was verified), each read
+/// only up to [`MAX_LINE_BYTES`]: memory stays bounded whatever the file holds.
+pub(super) struct Lines {
+    reader: BufReader<std::fs::File>,
+    buffer: Vec<u8>,
+}
+
+impl Lines {
+    pub fn open(path: &Path) -> Result<Self, LifecycleError> {
+        let file = std::fs::File::open(path).map_err(|source| LifecycleError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Ok(Self {
+            reader: BufReader::with_capacity(1 << 16, file),
+            buffer: Vec::new(),
+        })
+    }
+
+    /// The next line without its newline; `None` at the end of the file.
+    pub fn next_line(&mut self) -> Option<Result<String, LineError>> {
+        self.buffer.clear();
+        let limit = MAX_LINE_BYTES as u64 + 1;
+        match std::io::Read::take(&mut self.reader, limit).read_until(b'\n', &mut self.buffer) {
+            Ok(0) => None,
+            Ok(_) => {
+                if self.buffer.last() == Some(&b'\n') {
+                    self.buffer.pop();
+                } else if self.buffer.len() > MAX_LINE_BYTES {
+                    return Some(Err(LineError::TooLong));
+                }
+                Some(
+                    String::from_utf8(std::mem::take(&mut self.buffer)).map_err(|e| {
+                        LineError::Io(std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+                    }),
+                )
+            }
+            Err(error) => Some(Err(LineError::Io(error))),
+        }
+    }
 }
 
 /// Whether the directory at `path` holds anything (false when it does not exist).

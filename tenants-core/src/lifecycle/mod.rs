@@ -53,11 +53,12 @@ use crate::policy::QualifiedName;
 use crate::registry::TenantSqlType;
 use crate::tenant::{InvalidTenantId, Tenant, TenantId};
 
-pub use export::export_tenant;
+pub use export::{EmptyExport, export_tenant};
 pub use import::{ImportReport, import_tenant};
-pub use list::{TenantList, TenantRows, list_tenants};
+pub use list::{TenantList, TenantRows, display_tenant, list_tenants};
 pub use manifest::{
-    ColumnExport, FORMAT, FORMAT_VERSION, MANIFEST_FILE, Manifest, TableExport, file_sha256,
+    ColumnExport, FORMAT, FORMAT_VERSION, MANIFEST_FILE, MAX_LINE_BYTES, Manifest, TableExport,
+    file_sha256,
 };
 pub use purge::{PurgeMode, PurgeReport, purge_tenant};
 
@@ -117,6 +118,31 @@ pub enum LifecycleError {
         .0.display()
     )]
     OutputNotEmpty(PathBuf),
+    /// The tenant has no row in any marked table: most likely a mistyped id. Nothing was
+    /// written.
+    #[error(
+        "tenant {tenant:?} has no rows in the marked tables; nothing was written\nhint: check the id (`tenants list` shows every tenant with rows), or export it anyway (--allow-empty, EmptyExport::Write)"
+    )]
+    NoRows {
+        /// The tenant asked for.
+        tenant: String,
+    },
+    /// A line of a table file is longer than [`MAX_LINE_BYTES`]: it is refused before it
+    /// is read whole, so a damaged or hostile file cannot exhaust memory.
+    #[error(
+        "{table}: row {row} of {} is longer than {limit} bytes\nhint: the file is damaged, or a row of the export is larger than an import reads; nothing was imported",
+        file.display()
+    )]
+    LineTooLong {
+        /// The table.
+        table: QualifiedName,
+        /// Its file.
+        file: PathBuf,
+        /// The row's 1-based line number in the file.
+        row: u64,
+        /// [`MAX_LINE_BYTES`].
+        limit: usize,
+    },
     /// `manifest.json` is not a manifest this version reads.
     #[error("{}: not a tenants export manifest: {message}", path.display())]
     Manifest {
