@@ -130,6 +130,10 @@ fn mark_generate_migrate_check_change_and_revert() {
         up.contains(&format!("GRANT \"tenants_user\" TO \"{GRANTEE}\";")),
         "{up}"
     );
+    assert!(
+        up.contains(r#"ALTER TABLE "public"."project" ALTER COLUMN "tenant" SET DEFAULT NULLIF(current_setting('tenants.current_tenant', true), '')::uuid;"#),
+        "{up}"
+    );
 
     fx.migrate();
     assert!(
@@ -155,6 +159,29 @@ fn mark_generate_migrate_check_change_and_revert() {
         .tenant_transaction("acme", |c| count(c, "SELECT count(*) AS n FROM todo_item"))
         .expect("read as acme");
     assert_eq!(seen_by_acme, 1);
+    // The tenant column fills itself: an insert that leaves it out gets the scope's tenant,
+    // and outside a tenant scope it fails (NOT NULL) instead of writing a row of nobody's.
+    conn.tenant_transaction("acme", |c| {
+        diesel::sql_query("INSERT INTO todo_item (name) VALUES ('b')").execute(c)?;
+        Ok::<_, Error>(())
+    })
+    .expect("insert as acme without naming the tenant");
+    let acme_named = conn
+        .tenant_transaction("acme", |c| {
+            count(
+                c,
+                "SELECT count(*) AS n FROM todo_item WHERE tenant = 'acme'",
+            )
+        })
+        .expect("read as acme");
+    assert_eq!(acme_named, 2);
+    let unscoped =
+        diesel::sql_query("INSERT INTO todo_item (name) VALUES ('c')").execute(&mut conn);
+    assert!(
+        matches!(&unscoped, Err(diesel::result::Error::DatabaseError(kind, _))
+            if matches!(kind, diesel::result::DatabaseErrorKind::NotNullViolation)),
+        "{unscoped:?}"
+    );
 
     // Idempotent.
     let again = tenants(&["generate"]);
@@ -192,12 +219,25 @@ fn mark_generate_migrate_check_change_and_revert() {
         "{up}"
     );
     assert!(up.contains("(\"org_id\" = (SELECT NULLIF(current_setting('tenants.current_tenant', true), '')::int4))"), "{up}");
+    // org_id's own default gives way to the scope's tenant, and comes back on revert.
+    assert!(up.contains(r#"ALTER TABLE "public"."todo_item" ALTER COLUMN "org_id" SET DEFAULT NULLIF(current_setting('tenants.current_tenant', true), '')::int4;"#), "{up}");
+    let down = std::fs::read_to_string(
+        fx.dir
+            .join("migrations")
+            .join(&migrations[2])
+            .join("down.sql"),
+    )
+    .expect("down");
+    assert!(
+        down.contains(r#"ALTER TABLE "public"."todo_item" ALTER COLUMN "org_id" SET DEFAULT 0;"#),
+        "{down}"
+    );
     fx.migrate();
     assert_eq!(tenants(&["check"]).code, 0);
     let acme_rows = conn
         .tenant_transaction("0", |c| count(c, "SELECT count(*) AS n FROM todo_item"))
         .expect("read as org 0");
-    assert_eq!(acme_rows, 1, "the row has org_id 0");
+    assert_eq!(acme_rows, 2, "both rows have org_id 0");
 
     // Unmark `project`: it loses our policies and RLS.
     fx.source(&MARKED.replace("#[tenants_core::with_rls]\n#[derive", "#[derive").replacen("#[tenants_core::with_rls]\n    diesel::table! {\n        todo_item", "#[tenants_core::with_rls(column = org_id)]\n    diesel::table! {\n        todo_item", 1));

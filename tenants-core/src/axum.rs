@@ -41,7 +41,6 @@
 //! ```
 
 use std::future::Future;
-use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
@@ -67,7 +66,7 @@ const RETRY_AFTER_SECONDS: &str = "1";
 #[non_exhaustive]
 pub enum DbError {
     /// 503: no connection within the pool's timeout, or the database cannot be reached.
-    #[error("no database connection available: {0}")]
+    #[error("{0}")]
     Unavailable(Error),
     /// 401: the request's tenant is not a valid tenant id (for the pool's
     /// [`Config::tenant`](crate::Config::tenant)).
@@ -78,7 +77,7 @@ pub enum DbError {
     #[error("the request names no tenant: no `Tenant` in its extensions")]
     NoTenant,
     /// 500: a query, the begin or the commit failed.
-    #[error("database error: {0}")]
+    #[error("{0}")]
     Database(Error),
     /// 500: a `TenantDb` on a route that [`TenantLayer`] does not wrap.
     #[error(
@@ -147,6 +146,13 @@ impl IntoResponse for DbError {
                 tracing::warn!(error = %self, "database unavailable")
             }
             status if status.is_server_error() => tracing::error!(error = %self, "request failed"),
+            // Most likely the route lacks the middleware that authenticates the request and
+            // puts its `Tenant` in the extensions: the server's mistake as much as the
+            // client's, so it is logged where an operator looks.
+            _ if matches!(self, DbError::NoTenant) => tracing::warn!(
+                error = %self,
+                "request refused: no tenant; is the middleware that inserts the request's `Tenant` on this route?"
+            ),
             _ => tracing::debug!(error = %self, "request refused"),
         }
         problem(status, &self.public_detail())
@@ -349,9 +355,9 @@ impl Drop for ResetOnDrop<'_> {
 /// transaction, one after the other.
 pub struct TenantDb<T = Tenant> {
     tenant: Tenant,
+    id: T,
     transaction: Arc<RequestTransaction>,
     conn: Option<TenantConnection>,
-    source: PhantomData<fn() -> T>,
 }
 
 impl<T> std::fmt::Debug for TenantDb<T> {
@@ -364,9 +370,16 @@ impl<T> std::fmt::Debug for TenantDb<T> {
 }
 
 impl<T> TenantDb<T> {
-    /// The request's tenant.
+    /// The request's tenant, validated (and made canonical) for the tenant columns' type.
+    /// [`Tenant::parse`] gives it back as that type: `db.tenant().parse::<uuid::Uuid>()`.
     pub fn tenant(&self) -> &Tenant {
         &self.tenant
+    }
+
+    /// The tenant as the application's extractor `T` gave it (a verified claim, say), typed
+    /// as the application declared it.
+    pub fn id(&self) -> &T {
+        &self.id
     }
 
     /// A connection inside the request's tenant transaction, begun on the first call.
@@ -420,19 +433,19 @@ where
         else {
             return Err(TenantDbRejection::Db(DbError::NoLayer));
         };
-        let source = T::from_request_parts(parts, state)
+        let id = T::from_request_parts(parts, state)
             .await
             .map_err(TenantDbRejection::Tenant)?;
         let tenant = transaction
             .pool
             .config()
-            .tenant(&source)
+            .tenant(&id)
             .map_err(|reason| TenantDbRejection::Db(DbError::InvalidTenant(reason)))?;
         Ok(TenantDb {
             tenant,
+            id,
             transaction,
             conn: None,
-            source: PhantomData,
         })
     }
 }

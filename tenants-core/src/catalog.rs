@@ -97,6 +97,9 @@ pub struct ColumnState {
     /// `NOT NULL`.
     #[diesel(sql_type = Bool)]
     pub not_null: bool,
+    /// Its default, as the server deparses it (`pg_get_expr`); `None` without one.
+    #[diesel(sql_type = Nullable<Text>)]
+    pub default: Option<String>,
 }
 
 /// The tenant type of a column of PostgreSQL type `type_name` (as `format_type` prints it).
@@ -313,11 +316,14 @@ pub struct ProbeKey {
     pub sql_type: TenantSqlType,
 }
 
-/// How PostgreSQL itself deparses our policies, to compare with `pg_policies` exactly.
+/// How PostgreSQL itself deparses our policies and the tenant columns' default, to compare
+/// with `pg_policies` and `pg_attrdef` exactly.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExpectedPolicies {
     /// The isolation policy per tenant column and type.
     pub isolation: Vec<(ProbeKey, PolicyDef)>,
+    /// The tenant column's default per tenant column and type.
+    pub defaults: Vec<(ProbeKey, String)>,
     /// The admin policy; `None` when the admin role does not exist (it cannot be named).
     pub admin: Option<PolicyDef>,
 }
@@ -389,11 +395,13 @@ async fn columns_on(
     let columns: Vec<&str> = tables.iter().map(|(_, c)| c.as_str()).collect();
     statement(
         "SELECT t.schema, t.name AS table, t.col AS column,
-                format_type(a.atttypid, a.atttypmod) AS type_name, a.attnotnull AS not_null
+                format_type(a.atttypid, a.atttypmod) AS type_name, a.attnotnull AS not_null,
+                pg_get_expr(d.adbin, d.adrelid) AS \"default\"
          FROM unnest($1::text[], $2::text[], $3::text[]) AS t(schema, name, col)
          JOIN pg_namespace n ON n.nspname = t.schema
          JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = t.name
          JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = t.col AND a.attnum > 0 AND NOT a.attisdropped
+         LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
          ORDER BY 1, 2",
     )
     .bind::<Array<Text>, _>(&schemas)
@@ -405,7 +413,7 @@ async fn columns_on(
 
 /// Reads the catalog for the marked `tables` and the `shared` ones with `config`'s names,
 /// checking the membership of each of `members` (the connecting role when empty) in our
-/// roles: a fixed number of statements (ten reads and a rolled-back probe transaction, and
+/// roles: a fixed number of statements (ten reads and a rolled-back probe transaction of two, and
 /// one read of Citus's metadata on a database with Citus) whatever the number of tables.
 #[cfg(feature = "async")]
 #[cfg_attr(docsrs, doc(cfg(feature = "async")))]
@@ -665,9 +673,10 @@ async fn probe(
     for (i, key) in columns.enumerate() {
         let table = QualifiedName::new("pg_temp", format!("tenants_probe_{i}"));
         ddl.push_str(&format!(
-            "CREATE TEMP TABLE \"tenants_probe_{i}\" ({} {});\n",
+            "CREATE TEMP TABLE \"tenants_probe_{i}\" ({} {} DEFAULT {});\n",
             crate::tenant::quote_ident(&key.column),
-            key.sql_type.pg_name()
+            key.sql_type.pg_name(),
+            policy::tenant_default_expression(config, key.sql_type)
         ));
         ddl.push_str(
             &policy::Change::CreateIsolationPolicy {
@@ -688,7 +697,7 @@ async fn probe(
     conn.begin().await?;
     let deparsed = probe_in_transaction(conn, &ddl).await;
     conn.rollback().await?;
-    let deparsed = deparsed?;
+    let (deparsed, defaults) = deparsed?;
 
     let def_of = |table: &str, name: &str| {
         deparsed
@@ -706,8 +715,21 @@ async fn probe(
                 .ok_or_else(|| probe_error(&table))
         })
         .collect::<Result<_, _>>()?;
+    let defaults = keys
+        .iter()
+        .enumerate()
+        .map(|(i, key)| {
+            let table = format!("tenants_probe_{}", i + 1);
+            defaults
+                .iter()
+                .find(|d| d.table == table)
+                .map(|d| (key.clone(), d.expression.clone()))
+                .ok_or_else(|| probe_error(&table))
+        })
+        .collect::<Result<_, _>>()?;
     Ok(ExpectedPolicies {
         isolation,
+        defaults,
         admin: def_of("tenants_probe_0", config.admin_policy()),
     })
 }
@@ -718,12 +740,28 @@ fn probe_error(table: &str) -> diesel::result::Error {
     )
 }
 
+/// The default of a probe table's column, as the server deparses it.
+#[derive(QueryableByName)]
+struct ProbeDefault {
+    #[diesel(sql_type = Text)]
+    table: String,
+    #[diesel(sql_type = Text)]
+    expression: String,
+}
+
 async fn probe_in_transaction(
     conn: &mut impl CatalogConnection,
     ddl: &str,
-) -> Result<Vec<PolicyState>, diesel::result::Error> {
+) -> Result<(Vec<PolicyState>, Vec<ProbeDefault>), diesel::result::Error> {
     conn.batch_execute(ddl).await?;
-    statement(
+    let defaults = statement(
+        "SELECT c.relname::text AS table, pg_get_expr(d.adbin, d.adrelid) AS expression
+         FROM pg_attrdef d JOIN pg_class c ON c.oid = d.adrelid
+         WHERE c.relnamespace = pg_my_temp_schema() AND c.relname LIKE 'tenants\\_probe\\_%'",
+    )
+    .load::<ProbeDefault>(conn)
+    .await?;
+    let policies = statement(
         "SELECT schemaname::text AS schema, tablename::text AS table, policyname::text AS name,
                 permissive, roles::text[] AS roles, cmd, qual AS using, with_check AS check
          FROM pg_policies
@@ -731,7 +769,8 @@ async fn probe_in_transaction(
            AND tablename LIKE 'tenants\\_probe\\_%'",
     )
     .load::<PolicyState>(conn)
-    .await
+    .await?;
+    Ok((policies, defaults))
 }
 
 /// A catalog statement: loaded the same way on the async and the sync connection.

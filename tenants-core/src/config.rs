@@ -204,24 +204,30 @@ impl Config {
         self.setting = name;
         Ok(self)
     }
-    /// The type all tenant columns share, when set: tenant ids are then checked against it
-    /// before anything is sent (see [`Tenant::of_type`]).
+    /// The type tenant ids are checked against before anything is sent (see
+    /// [`Tenant::of_type`]): the one set with [`Config::with_tenant_type`], else the one
+    /// every `#[with_rls]` table of the binary shares ([`registry::tenant_type`]), else
+    /// none (nothing marked, or columns of different types).
+    ///
+    /// [`registry::tenant_type`]: crate::registry::tenant_type
     pub fn tenant_type(&self) -> Option<TenantSqlType> {
-        self.tenant_type
+        self.tenant_type.or_else(crate::registry::tenant_type)
     }
 
     /// Declares the type all tenant columns share, so that an id of another type (a
     /// non-UUID for `uuid` columns, an overflowing number for `int4`) is a typed error
-    /// before any I/O instead of a failed cast inside the transaction.
+    /// before any I/O instead of a failed cast inside the transaction. Needed only when the
+    /// binary's marked tables do not say it (their tenant columns differ in type, or the
+    /// tables are marked in a crate this binary does not link).
     pub fn with_tenant_type(mut self, sql_type: TenantSqlType) -> Self {
         self.tenant_type = Some(sql_type);
         self
     }
 
     /// `id` as a tenant of this configuration: validated, and checked against
-    /// [`Config::tenant_type`] when set.
+    /// [`Config::tenant_type`] when there is one.
     pub fn tenant(&self, id: impl TenantId) -> Result<Tenant, InvalidTenantId> {
-        match self.tenant_type {
+        match self.tenant_type() {
             Some(sql_type) => Tenant::of_type(id, sql_type),
             None => Tenant::new(id),
         }

@@ -351,6 +351,21 @@ fn table_changes(
                 table: table.clone(),
                 column: column.clone(),
             }),
+            Finding::TenantDefaultDiffers {
+                table,
+                column,
+                actual,
+                ..
+            } => {
+                if let Some(marked) = tables.iter().find(|t| t.table == *table) {
+                    changes.push(Change::SetTenantDefault {
+                        table: table.clone(),
+                        column: column.clone(),
+                        sql_type: marked.key.sql_type,
+                        previous: actual.clone(),
+                    });
+                }
+            }
             Finding::SharedGrantMissing { table, role } => merge_grant(
                 &mut changes,
                 Change::GrantTable {

@@ -59,6 +59,19 @@ pub enum Change {
         /// SQL type of the tenant column, the setting's cast.
         sql_type: TenantSqlType,
     },
+    /// The tenant column's default: the current scope's tenant, so that an insert need not
+    /// name it ([`tenant_default_expression`]).
+    SetTenantDefault {
+        /// The table.
+        table: QualifiedName,
+        /// SQL name of the tenant column.
+        column: String,
+        /// SQL type of the tenant column, the setting's cast.
+        sql_type: TenantSqlType,
+        /// The default it had before, as the server deparses it, restored by the inverse
+        /// (`None`: no default, dropped by the inverse).
+        previous: Option<String>,
+    },
     /// The admin policy: every row, while the current role is the admin role.
     CreateAdminPolicy {
         /// The table.
@@ -124,16 +137,25 @@ pub const SEQUENCE_PRIVILEGES: [&str; 2] = ["USAGE", "SELECT"];
 /// still serves it as an index condition; where the policy is only a filter it is
 /// evaluated per row (benches/PERFORMANCE.md has the cost), hence not the default.
 pub fn isolation_expression(config: &Config, column: &str, sql_type: TenantSqlType) -> String {
-    let setting = format!(
-        "NULLIF(current_setting({}, true), '')::{}",
-        quote_literal(config.setting()),
-        cast_type(sql_type)
-    );
+    let setting = tenant_default_expression(config, sql_type);
     if config.citus() {
         format!("{} = {setting}", quote_ident(column))
     } else {
         format!("{} = (SELECT {setting})", quote_ident(column))
     }
+}
+
+/// The current scope's tenant as a value of `sql_type`: the tenant setting, `NULL` outside
+/// a tenant scope (after a scope ends, `current_setting` returns `''`, which no cast must
+/// see). The isolation policy compares the tenant column with it, and it is the tenant
+/// column's default, so that an insert that does not name the tenant gets the scope's,
+/// and outside a tenant scope fails (the column is `NOT NULL`).
+pub fn tenant_default_expression(config: &Config, sql_type: TenantSqlType) -> String {
+    format!(
+        "NULLIF(current_setting({}, true), '')::{}",
+        quote_literal(config.setting()),
+        cast_type(sql_type)
+    )
 }
 
 /// The expression of the admin policy: true only while the current role *is* the admin
@@ -208,6 +230,12 @@ pub fn setup(config: &Config, tables: &[TableSpec], grant_to: &[Grantee]) -> Vec
         });
         changes.push(Change::CreateAdminPolicy {
             table: table.clone(),
+        });
+        changes.push(Change::SetTenantDefault {
+            table: table.clone(),
+            column: spec.tenant_column.clone(),
+            sql_type: spec.sql_type,
+            previous: None,
         });
         changes.push(Change::GrantTable {
             table,
@@ -406,6 +434,16 @@ impl Change {
                 )
             }
             Change::CreatePolicy { table, name, def } => create_policy_sql(table, name, def),
+            Change::SetTenantDefault {
+                table,
+                column,
+                sql_type,
+                ..
+            } => format!(
+                "ALTER TABLE {table} ALTER COLUMN {} SET DEFAULT {};",
+                quote_ident(column),
+                tenant_default_expression(config, *sql_type)
+            ),
             Change::GrantTable {
                 table,
                 privileges,
@@ -467,6 +505,21 @@ impl Change {
             Change::CreatePolicy { table, name, .. } => {
                 format!("DROP POLICY {} ON {table};", quote_ident(name))
             }
+            Change::SetTenantDefault {
+                table,
+                column,
+                previous,
+                ..
+            } => match previous {
+                Some(previous) => format!(
+                    "ALTER TABLE {table} ALTER COLUMN {} SET DEFAULT {previous};",
+                    quote_ident(column)
+                ),
+                None => format!(
+                    "ALTER TABLE {table} ALTER COLUMN {} DROP DEFAULT;",
+                    quote_ident(column)
+                ),
+            },
             Change::GrantTable {
                 table,
                 privileges,
@@ -554,6 +607,7 @@ CREATE POLICY "tenants_isolation" ON "public"."todo_item" AS PERMISSIVE FOR ALL 
   WITH CHECK ("tenant" = (SELECT NULLIF(current_setting('tenants.current_tenant', true), '')::text));
 CREATE POLICY "tenants_admin" ON "public"."todo_item" AS PERMISSIVE FOR ALL TO "tenants_admin"
   USING ((SELECT current_user) = 'tenants_admin') WITH CHECK ((SELECT current_user) = 'tenants_admin');
+ALTER TABLE "public"."todo_item" ALTER COLUMN "tenant" SET DEFAULT NULLIF(current_setting('tenants.current_tenant', true), '')::text;
 GRANT SELECT, INSERT, UPDATE, DELETE ON "public"."todo_item" TO "tenants_user", "tenants_admin";
 GRANT USAGE, SELECT ON SEQUENCE "public"."todo_item_id_seq" TO "tenants_user", "tenants_admin";
 "#
@@ -642,10 +696,11 @@ GRANT USAGE ON SCHEMA "public" TO "tenants_user", "tenants_admin";
         let down = render_down(&config, &changes);
         let lines: Vec<&str> = down.lines().collect();
         assert_eq!(
-            lines[..7],
+            lines[..8],
             [
                 r#"REVOKE USAGE, SELECT ON SEQUENCE "public"."todo_item_id_seq" FROM "tenants_user", "tenants_admin";"#,
                 r#"REVOKE SELECT, INSERT, UPDATE, DELETE ON "public"."todo_item" FROM "tenants_user", "tenants_admin";"#,
+                r#"ALTER TABLE "public"."todo_item" ALTER COLUMN "tenant" DROP DEFAULT;"#,
                 r#"DROP POLICY "tenants_admin" ON "public"."todo_item";"#,
                 r#"DROP POLICY "tenants_isolation" ON "public"."todo_item";"#,
                 r#"ALTER TABLE "public"."todo_item" NO FORCE ROW LEVEL SECURITY;"#,
@@ -653,9 +708,9 @@ GRANT USAGE ON SCHEMA "public" TO "tenants_user", "tenants_admin";
                 r#"REVOKE USAGE ON SCHEMA "public" FROM "tenants_user", "tenants_admin";"#,
             ]
         );
-        assert_eq!(lines[7], r#"REVOKE "tenants_admin" FROM "app";"#);
-        assert_eq!(lines[8], r#"REVOKE "tenants_user" FROM "app";"#);
-        assert!(lines[9].starts_with("DO $tenants$ BEGIN"));
+        assert_eq!(lines[8], r#"REVOKE "tenants_admin" FROM "app";"#);
+        assert_eq!(lines[9], r#"REVOKE "tenants_user" FROM "app";"#);
+        assert!(lines[10].starts_with("DO $tenants$ BEGIN"));
         assert!(down.contains(r#"DROP ROLE "tenants_admin";"#));
         assert_eq!(down.matches("DROP ROLE").count(), 2);
     }
@@ -688,6 +743,9 @@ GRANT USAGE ON SCHEMA "public" TO "tenants_user", "tenants_admin";
             r#"CREATE POLICY "adm" ON "sales"."or""der" AS PERMISSIVE FOR ALL TO "app_admin""#
         ));
         assert!(up.contains(r#"USING ((SELECT current_user) = 'app_admin')"#));
+        assert!(up.contains(
+            r#"ALTER TABLE "sales"."or""der" ALTER COLUMN "org_id" SET DEFAULT NULLIF(current_setting('app.org', true), '')::uuid;"#
+        ));
         assert!(up.contains(r#"GRANT USAGE ON SCHEMA "sales" TO "app_tenant", "app_admin";"#));
         for (ty, cast) in [
             (TenantSqlType::Text, "::text)"),
@@ -698,6 +756,25 @@ GRANT USAGE ON SCHEMA "public" TO "tenants_user", "tenants_admin";
         ] {
             assert!(isolation_expression(&config, "t", ty).ends_with(cast));
         }
+    }
+
+    #[test]
+    fn a_replaced_default_is_restored_by_down() {
+        let config = Config::default();
+        let change = Change::SetTenantDefault {
+            table: QualifiedName::new("public", "todo_item"),
+            column: "tenant".into(),
+            sql_type: TenantSqlType::Int8,
+            previous: Some("'0'::bigint".into()),
+        };
+        assert_eq!(
+            change.up(&config),
+            r#"ALTER TABLE "public"."todo_item" ALTER COLUMN "tenant" SET DEFAULT NULLIF(current_setting('tenants.current_tenant', true), '')::int8;"#
+        );
+        assert_eq!(
+            change.down(&config),
+            r#"ALTER TABLE "public"."todo_item" ALTER COLUMN "tenant" SET DEFAULT '0'::bigint;"#
+        );
     }
 
     #[test]

@@ -46,6 +46,29 @@ pub fn tables() -> Vec<RlsTable> {
     tables
 }
 
+/// The type every marked table's tenant column shares, when they agree (`Text` and
+/// `VarChar` count as one: both accept any id): what [`Config::tenant`](crate::Config::tenant)
+/// checks tenant ids against unless [`Config::with_tenant_type`](crate::Config::with_tenant_type)
+/// says otherwise. `None` when nothing is marked, or when the columns disagree (a `uuid`
+/// column and an `int8` one): then no id suits every table, and the type must be set.
+///
+/// Read from the registry once per process: the registry is fixed at link time.
+pub fn tenant_type() -> Option<TenantSqlType> {
+    static TYPE: std::sync::OnceLock<Option<TenantSqlType>> = std::sync::OnceLock::new();
+    *TYPE.get_or_init(|| shared_type(tables().iter().map(|t| t.sql_type)))
+}
+
+/// The one type of `types`, textual ones counted as one; `None` when empty or mixed.
+fn shared_type(types: impl IntoIterator<Item = TenantSqlType>) -> Option<TenantSqlType> {
+    let textual = |t: TenantSqlType| match t {
+        TenantSqlType::VarChar => TenantSqlType::Text,
+        other => other,
+    };
+    let mut types = types.into_iter().map(textual);
+    let first = types.next()?;
+    types.all(|t| t == first).then_some(first)
+}
+
 /// A table every tenant may read although it is not under RLS: shared lookup or reference
 /// data (countries, plans, currencies). Declared with `#[shared]`; the CLI grants our roles
 /// `SELECT` on it and `verify` checks the grant. Tenant transactions run as the tenant role,
@@ -70,4 +93,19 @@ pub fn shared_tables() -> Vec<SharedTable> {
     tables.sort();
     tables.dedup();
     tables
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use TenantSqlType::*;
+
+    #[test]
+    fn the_shared_type_is_the_one_all_columns_agree_on() {
+        assert_eq!(shared_type([]), None);
+        assert_eq!(shared_type([Uuid, Uuid]), Some(Uuid));
+        assert_eq!(shared_type([Text, VarChar]), Some(Text));
+        assert_eq!(shared_type([Uuid, Text]), None);
+        assert_eq!(shared_type([Int4, Int8]), None);
+    }
 }

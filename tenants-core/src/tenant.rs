@@ -28,8 +28,9 @@ pub enum InvalidTenantId {
         /// The id's length in bytes.
         len: usize,
     },
-    /// Not a value of the tenant columns' type (set with [`crate::Config::with_tenant_type`]):
-    /// the policy's cast would fail inside the transaction instead.
+    /// Not a value of the tenant columns' type ([`crate::Config::tenant_type`]: the one the
+    /// marked tables share, or the one set): the policy's cast would fail inside the
+    /// transaction instead.
     #[error("tenant id is not a valid {}", .expected.pg_name())]
     WrongType {
         /// The tenant columns' type.
@@ -142,6 +143,22 @@ impl Tenant {
     /// The id as stored in the tenant setting.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The id as a value of the tenant column's Rust type (`uuid::Uuid`, `i32`, `i64`):
+    /// a tenant checked against that type (see [`crate::Config::tenant_type`]) always
+    /// parses.
+    ///
+    /// ```
+    /// use tenants_core::registry::TenantSqlType;
+    /// use tenants_core::Tenant;
+    /// let tenant = Tenant::of_type("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11", TenantSqlType::Uuid)?;
+    /// let id: uuid::Uuid = tenant.parse().expect("checked as a uuid");
+    /// assert_eq!(id.to_string(), tenant.as_str());
+    /// # Ok::<(), tenants_core::InvalidTenantId>(())
+    /// ```
+    pub fn parse<V: std::str::FromStr>(&self) -> Result<V, V::Err> {
+        self.0.parse()
     }
 }
 

@@ -145,6 +145,18 @@ pub enum Finding {
         /// The tenant column.
         column: String,
     },
+    /// The tenant column's default is not the current scope's tenant (missing, or another
+    /// expression): inserts that leave the tenant out fail instead of getting the scope's.
+    TenantDefaultDiffers {
+        /// The table.
+        table: QualifiedName,
+        /// The tenant column.
+        column: String,
+        /// The contract's default, as PostgreSQL deparses it.
+        expected: String,
+        /// The column's default; `None` without one.
+        actual: Option<String>,
+    },
     /// A permissive policy other than ours applies to tenant transactions: PostgreSQL ORs
     /// permissive policies, so its rows are visible (and writable) to every tenant.
     PermissivePolicy {
@@ -253,6 +265,7 @@ impl Finding {
             | Finding::TableGrantMissing { .. }
             | Finding::SequenceGrantMissing { .. }
             | Finding::TenantColumnNullable { .. }
+            | Finding::TenantDefaultDiffers { .. }
             | Finding::SharedGrantMissing { .. } => MEND_WITH_GENERATE.to_string(),
             Finding::TableMissing { .. } | Finding::ColumnMissing { .. } => {
                 "run the migrations that create it first (`diesel migration run`), or correct the #[with_rls] mark".to_string()
@@ -381,6 +394,24 @@ impl fmt::Display for Finding {
             Finding::TenantColumnNullable { table, column } => write!(
                 f,
                 "{table}: tenant column \"{column}\" is nullable, the code says NOT NULL"
+            ),
+            Finding::TenantDefaultDiffers {
+                table,
+                column,
+                expected,
+                actual: None,
+            } => write!(
+                f,
+                "{table}: tenant column \"{column}\" has no default; the contract's is {expected}"
+            ),
+            Finding::TenantDefaultDiffers {
+                table,
+                column,
+                expected,
+                actual: Some(actual),
+            } => write!(
+                f,
+                "{table}: tenant column \"{column}\" defaults to {actual}, the contract says {expected}"
             ),
             Finding::PermissivePolicy {
                 table,
@@ -637,11 +668,24 @@ pub fn compare(config: &Config, tables: &[MarkedTable], catalog: &Catalog) -> Ve
                 });
                 continue;
             }
-            Some(c) if !c.not_null => findings.push(Finding::TenantColumnNullable {
-                table: name.clone(),
-                column: marked.key.column.clone(),
-            }),
-            Some(_) => {}
+            Some(c) => {
+                if !c.not_null {
+                    findings.push(Finding::TenantColumnNullable {
+                        table: name.clone(),
+                        column: marked.key.column.clone(),
+                    });
+                }
+                if let Some(expected) = probed(&catalog.expected.defaults, &marked.key)
+                    && c.default.as_ref() != Some(expected)
+                {
+                    findings.push(Finding::TenantDefaultDiffers {
+                        table: name.clone(),
+                        column: marked.key.column.clone(),
+                        expected: expected.clone(),
+                        actual: c.default.clone(),
+                    });
+                }
+            }
         }
         if !state.rls_enabled {
             findings.push(Finding::RlsDisabled {
@@ -657,13 +701,7 @@ pub fn compare(config: &Config, tables: &[MarkedTable], catalog: &Catalog) -> Ve
         let on_table: &[&catalog::PolicyState] = policies_by_table
             .get(&(name.schema.as_str(), name.name.as_str()))
             .map_or(&[], Vec::as_slice);
-        let isolation = catalog
-            .expected
-            .isolation
-            .iter()
-            .find(|(k, _)| *k == marked.key)
-            .map(|(_, def)| def);
-        if let Some(expected) = isolation {
+        if let Some(expected) = probed(&catalog.expected.isolation, &marked.key) {
             check_policy(
                 &mut findings,
                 on_table,
@@ -872,6 +910,11 @@ fn compare_citus(
             });
         }
     }
+}
+
+/// What the probe found for tenant column `key` (its policy, its default).
+fn probed<'a, T>(found: &'a [(ProbeKey, T)], key: &ProbeKey) -> Option<&'a T> {
+    found.iter().find(|(k, _)| k == key).map(|(_, value)| value)
 }
 
 /// Why a role is not subject to RLS, if it is not. A superuser has BYPASSRLS too; the

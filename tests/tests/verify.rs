@@ -140,7 +140,8 @@ async fn another_setting_type_or_column_in_the_code() {
         .expect("config");
     let found = findings(&db.url(), &renamed, &[TABLE]).await;
     assert!(
-        matches!(&found[..], [Finding::PolicyDiffers { policy, .. }, _] if policy == "tenants_isolation"),
+        matches!(&found[..], [Finding::TenantDefaultDiffers { expected, .. }, Finding::PolicyDiffers { policy, .. }, _]
+            if policy == "tenants_isolation" && expected.contains("'app.tenant'")),
         "{found:?}"
     );
     // The code now says the column is varchar: the database disagrees.
@@ -427,6 +428,40 @@ async fn tenant_column_made_nullable() {
         ]
     );
     assert!(found[0].hint().contains("tenants generate"));
+}
+
+#[tokio::test]
+async fn tenant_column_default_dropped_or_changed() {
+    let expected = "NULLIF(current_setting('tenants.current_tenant'::text, true), ''::text)";
+    let (_db, found) = broken("ALTER TABLE items_text ALTER tenant DROP DEFAULT").await;
+    let dropped = Finding::TenantDefaultDiffers {
+        table: table(),
+        column: "tenant".into(),
+        expected: expected.into(),
+        actual: None,
+    };
+    assert_eq!(found, [dropped, superuser_warning()]);
+    assert_eq!(
+        found[0].to_string(),
+        format!(
+            r#""public"."items_text": tenant column "tenant" has no default; the contract's is {expected}"#
+        )
+    );
+    assert!(found[0].hint().contains("tenants generate"));
+
+    let (_db, found) = broken("ALTER TABLE items_text ALTER tenant SET DEFAULT 'acme'").await;
+    assert_eq!(
+        found,
+        [
+            Finding::TenantDefaultDiffers {
+                table: table(),
+                column: "tenant".into(),
+                expected: expected.into(),
+                actual: Some("'acme'::text".into()),
+            },
+            superuser_warning()
+        ]
+    );
 }
 
 #[tokio::test]

@@ -200,13 +200,9 @@ async fn create_todo(
     mut db: Db,
     ValidJson(input): ValidJson<TodoInput>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let tenant = db.tenant().clone();
+    // The tenant column fills itself: its default is the transaction's tenant.
     let item = diesel::insert_into(todo_item::table)
-        .values((
-            todo_item::name.eq(&input.name),
-            // The policy's WITH CHECK refuses any other tenant here.
-            todo_item::tenant.eq(tenant.as_str()),
-        ))
+        .values(todo_item::name.eq(&input.name))
         .returning(TodoItem::as_returning())
         .get_result(db.conn().await?)
         .await?;

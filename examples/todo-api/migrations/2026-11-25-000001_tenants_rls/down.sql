@@ -1,5 +1,6 @@
 REVOKE USAGE, SELECT ON SEQUENCE "public"."todo_item_id_seq" FROM "tenants_user", "tenants_admin";
 REVOKE SELECT, INSERT, UPDATE, DELETE ON "public"."todo_item" FROM "tenants_user", "tenants_admin";
+ALTER TABLE "public"."todo_item" ALTER COLUMN "tenant" DROP DEFAULT;
 DROP POLICY "tenants_admin" ON "public"."todo_item";
 DROP POLICY "tenants_isolation" ON "public"."todo_item";
 ALTER TABLE "public"."todo_item" NO FORCE ROW LEVEL SECURITY;
