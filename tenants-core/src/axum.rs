@@ -42,7 +42,6 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 
 use ::axum::extract::FromRequestParts;
@@ -50,133 +49,31 @@ use ::axum::http::header::{CONTENT_TYPE, RETRY_AFTER};
 use ::axum::http::request::Parts;
 use ::axum::http::{HeaderValue, Request, StatusCode};
 use ::axum::response::{IntoResponse, Response};
-use diesel_async::AsyncPgConnection;
 
-use crate::error::Error;
-use crate::pool::{TenantConnection, TenantPool};
-use crate::tenant::{InvalidTenantId, Tenant, TenantId};
-
-/// Seconds a client is asked to wait after a 503, in `Retry-After`.
-const RETRY_AFTER_SECONDS: &str = "1";
-
-/// Why a [`TenantDb`] could not give a connection, or a request's transaction could not
-/// commit. Answered as problem details (see the module documentation); the body never
-/// carries a database message.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum DbError {
-    /// 503: no connection within the pool's timeout, or the database cannot be reached.
-    #[error("{0}")]
-    Unavailable(Error),
-    /// 401: the request's tenant is not a valid tenant id (for the pool's
-    /// [`Config::tenant`](crate::Config::tenant)).
-    #[error("invalid tenant: {0}")]
-    InvalidTenant(InvalidTenantId),
-    /// 401: `TenantDb` (whose tenant comes from the request's extensions) found no
-    /// [`Tenant`] there: the request was not authenticated by the application's middleware.
-    #[error("the request names no tenant: no `Tenant` in its extensions")]
-    NoTenant,
-    /// 500: a query, the begin or the commit failed.
-    #[error("{0}")]
-    Database(Error),
-    /// 500: a `TenantDb` on a route that [`TenantLayer`] does not wrap.
-    #[error(
-        "TenantDb used on a route without TenantLayer: add `.layer(TenantLayer::new(pool))` to the router"
-    )]
-    NoLayer,
-    /// 500: two `TenantDb`s of one request used the connection at the same time, or named
-    /// different tenants.
-    #[error(
-        "the request's transaction is in use by another TenantDb of the same request, or belongs to another tenant"
-    )]
-    Conflict,
-    /// 500: a `TenantDb` was kept beyond its request (moved into a spawned task, say): its
-    /// writes are rolled back, so the response may not claim success.
-    #[error("a TenantDb outlived its request; its transaction is rolled back")]
-    Escaped,
-}
+use crate::pool::TenantPool;
+pub use crate::request::{DbError, TenantDb};
+use crate::request::{PROBLEM_JSON, RETRY_AFTER_SECONDS, RequestHandle, RequestTransaction};
+use crate::tenant::{Tenant, TenantId};
 
 impl DbError {
     /// The HTTP status this error is answered with.
     pub fn status(&self) -> StatusCode {
-        match self {
-            DbError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            DbError::InvalidTenant(_) | DbError::NoTenant => StatusCode::UNAUTHORIZED,
-            DbError::Database(_) | DbError::NoLayer | DbError::Conflict | DbError::Escaped => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
-        }
-    }
-
-    /// What the response body says: the client's own mistake in full, nothing about the
-    /// server's.
-    fn public_detail(&self) -> String {
-        match self {
-            DbError::Unavailable(_) => "the database is unavailable; try again shortly".into(),
-            DbError::InvalidTenant(reason) => format!("invalid tenant: {reason}"),
-            DbError::NoTenant => "the request names no tenant".into(),
-            DbError::Database(_) | DbError::NoLayer | DbError::Conflict | DbError::Escaped => {
-                "internal server error".into()
-            }
-        }
-    }
-}
-
-impl From<Error> for DbError {
-    fn from(error: Error) -> Self {
-        match error {
-            error if error.is_unavailable() => DbError::Unavailable(error),
-            Error::InvalidTenantId(reason) => DbError::InvalidTenant(reason),
-            other => DbError::Database(other),
-        }
-    }
-}
-
-impl From<diesel::result::Error> for DbError {
-    fn from(error: diesel::result::Error) -> Self {
-        DbError::Database(Error::Database(error))
+        StatusCode::from_u16(self.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
     }
 }
 
 impl IntoResponse for DbError {
     fn into_response(self) -> Response {
         let status = self.status();
-        match status {
-            StatusCode::SERVICE_UNAVAILABLE => {
-                tracing::warn!(error = %self, "database unavailable")
-            }
-            status if status.is_server_error() => tracing::error!(error = %self, "request failed"),
-            // Most likely the route lacks the middleware that authenticates the request and
-            // puts its `Tenant` in the extensions: the server's mistake as much as the
-            // client's, so it is logged where an operator looks.
-            _ if matches!(self, DbError::NoTenant) => tracing::warn!(
-                error = %self,
-                "request refused: no tenant; is the middleware that inserts the request's `Tenant` on this route?"
-            ),
-            _ => tracing::debug!(error = %self, "request refused"),
+        let body = self.problem(status.canonical_reason().unwrap_or("Error"));
+        let mut response = (status, body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            headers.insert(RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS));
         }
-        problem(status, &self.public_detail())
+        response
     }
-}
-
-/// A problem details response (RFC 9457): `about:blank` typed, titled by the status.
-fn problem(status: StatusCode, detail: &str) -> Response {
-    let body = serde_json::json!({
-        "type": "about:blank",
-        "title": status.canonical_reason().unwrap_or("Error"),
-        "status": status.as_u16(),
-        "detail": detail,
-    });
-    let mut response = (status, body.to_string()).into_response();
-    let headers = response.headers_mut();
-    headers.insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("application/problem+json"),
-    );
-    if status == StatusCode::SERVICE_UNAVAILABLE {
-        headers.insert(RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS));
-    }
-    response
 }
 
 /// A tower layer giving each request one tenant transaction, used through [`TenantDb`]:
@@ -231,10 +128,7 @@ where
     }
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        let transaction = Arc::new(RequestTransaction {
-            pool: self.pool.clone(),
-            slot: Mutex::new(Slot::Unused),
-        });
+        let transaction = RequestTransaction::new(self.pool.clone());
         request
             .extensions_mut()
             .insert(RequestHandle(transaction.clone()));
@@ -243,163 +137,13 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         Box::pin(async move {
             let response = inner.call(request).await?.into_response();
-            Ok(transaction.finish(response).await)
-        })
-    }
-}
-
-/// The transaction of one request, shared by the layer and the request's `TenantDb`s.
-struct RequestTransaction {
-    pool: TenantPool,
-    slot: Mutex<Slot>,
-}
-
-/// Where the request's connection is.
-enum Slot {
-    /// Not begun yet.
-    Unused,
-    /// Begun, and back from the `TenantDb` that used it.
-    Parked(Box<TenantConnection>),
-    /// Held (or being begun) by a `TenantDb`.
-    Lent,
-    /// The response is out: nothing may begin or commit any more.
-    Finished,
-}
-
-/// The request extension through which a `TenantDb` finds its request's transaction.
-#[derive(Clone)]
-struct RequestHandle(Arc<RequestTransaction>);
-
-impl RequestTransaction {
-    fn slot(&self) -> MutexGuard<'_, Slot> {
-        // No code panics while holding the lock; a poisoned lock still holds a valid slot.
-        self.slot.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// The request's connection for `tenant`, begun on first use.
-    async fn lend(&self, tenant: &Tenant) -> Result<TenantConnection, DbError> {
-        let previous = std::mem::replace(&mut *self.slot(), Slot::Lent);
-        match previous {
-            Slot::Unused => {
-                // Back to `Unused` if the begin fails or its future is dropped half-way.
-                let mut reset = ResetOnDrop(Some(self));
-                let conn = self.pool.tenant(tenant).await?;
-                reset.0 = None;
-                Ok(conn)
-            }
-            Slot::Parked(conn) if conn.tenant() == Some(tenant) => Ok(*conn),
-            Slot::Parked(conn) => {
-                *self.slot() = Slot::Parked(conn);
-                Err(DbError::Conflict)
-            }
-            Slot::Lent => Err(DbError::Conflict),
-            Slot::Finished => {
-                *self.slot() = Slot::Finished;
-                Err(DbError::Escaped)
-            }
-        }
-    }
-
-    /// Takes back a lent connection; after the response it is dropped (rolled back).
-    fn park(&self, conn: TenantConnection) {
-        let mut slot = self.slot();
-        if matches!(*slot, Slot::Lent) {
-            *slot = Slot::Parked(Box::new(conn));
-        }
-    }
-
-    /// Commits after a 2xx or 3xx response, rolls back after any other.
-    async fn finish(&self, response: Response) -> Response {
-        let slot = std::mem::replace(&mut *self.slot(), Slot::Finished);
-        let status = response.status();
-        let succeeded = status.is_success() || status.is_redirection();
-        match slot {
-            Slot::Unused | Slot::Finished => response,
-            Slot::Parked(conn) if succeeded => match conn.commit().await {
+            let status = response.status();
+            let succeeded = status.is_success() || status.is_redirection();
+            Ok(match transaction.finish(succeeded).await {
                 Ok(()) => response,
-                Err(error) => DbError::from(error).into_response(),
-            },
-            Slot::Parked(conn) => {
-                if let Err(error) = conn.rollback().await {
-                    tracing::warn!(%error, "rollback after an unsuccessful response failed");
-                }
-                response
-            }
-            Slot::Lent if succeeded => DbError::Escaped.into_response(),
-            Slot::Lent => response,
-        }
-    }
-}
-
-/// Resets the slot to `Unused` unless disarmed.
-struct ResetOnDrop<'a>(Option<&'a RequestTransaction>);
-
-impl Drop for ResetOnDrop<'_> {
-    fn drop(&mut self) {
-        if let Some(transaction) = self.0 {
-            *transaction.slot() = Slot::Unused;
-        }
-    }
-}
-
-/// The request's tenant transaction: an extractor for handlers under [`TenantLayer`].
-///
-/// `T` says where the tenant comes from: an extractor of the application that is also a
-/// [`TenantId`] (a verified claim, a header, a subdomain). By default, `T` is [`Tenant`],
-/// read from the request's extensions, where the application's middleware puts it. The
-/// tenant is validated with the pool's [`Config`](crate::Config) when the extractor runs
-/// (an invalid one is a 401); the connection is checked out and the transaction begun on
-/// the first [`conn`](TenantDb::conn).
-///
-/// Several `TenantDb`s of one request (in a middleware and in the handler, say) share one
-/// transaction, one after the other.
-pub struct TenantDb<T = Tenant> {
-    tenant: Tenant,
-    id: T,
-    transaction: Arc<RequestTransaction>,
-    conn: Option<TenantConnection>,
-}
-
-impl<T> std::fmt::Debug for TenantDb<T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TenantDb")
-            .field("tenant", &self.tenant)
-            .field("begun", &self.conn.is_some())
-            .finish_non_exhaustive()
-    }
-}
-
-impl<T> TenantDb<T> {
-    /// The request's tenant, validated (and made canonical) for the tenant columns' type.
-    /// [`Tenant::parse`] gives it back as that type: `db.tenant().parse::<uuid::Uuid>()`.
-    pub fn tenant(&self) -> &Tenant {
-        &self.tenant
-    }
-
-    /// The tenant as the application's extractor `T` gave it (a verified claim, say), typed
-    /// as the application declared it.
-    pub fn id(&self) -> &T {
-        &self.id
-    }
-
-    /// A connection inside the request's tenant transaction, begun on the first call.
-    ///
-    /// Fails with [`DbError::Unavailable`] when the pool has no connection within its
-    /// timeout or the database cannot be reached.
-    pub async fn conn(&mut self) -> Result<&mut AsyncPgConnection, DbError> {
-        let conn = match self.conn.take() {
-            Some(conn) => conn,
-            None => self.transaction.lend(&self.tenant).await?,
-        };
-        Ok(self.conn.insert(conn))
-    }
-}
-
-impl<T> Drop for TenantDb<T> {
-    fn drop(&mut self) {
-        if let Some(conn) = self.conn.take() {
-            self.transaction.park(conn);
-        }
+                Err(error) => error.into_response(),
+            })
+        })
     }
 }
 
@@ -436,17 +180,7 @@ where
         let id = T::from_request_parts(parts, state)
             .await
             .map_err(TenantDbRejection::Tenant)?;
-        let tenant = transaction
-            .pool
-            .config()
-            .tenant(&id)
-            .map_err(|reason| TenantDbRejection::Db(DbError::InvalidTenant(reason)))?;
-        Ok(TenantDb {
-            tenant,
-            id,
-            transaction,
-            conn: None,
-        })
+        TenantDb::new(transaction, id).map_err(TenantDbRejection::Db)
     }
 }
 

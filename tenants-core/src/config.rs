@@ -67,7 +67,8 @@ pub enum ConfigError {
     },
 }
 
-/// Names of the roles, setting and policies; see DESIGN.md's database contract.
+/// Names of the roles, setting and policies (the README's "Put them under RLS" shows the
+/// SQL they name).
 ///
 /// ```
 /// let config = tenants_core::Config::default()

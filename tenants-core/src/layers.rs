@@ -1,4 +1,4 @@
-//! The modules form layers, each using only those below it (DESIGN.md, "Layout"): names and
+//! The modules form layers, each using only those below it (the crate layout): names and
 //! specs, the renderer, the catalog reader, the comparison, the planner, then the runtime.
 //! This test reads the sources and fails on any `crate::` path that points up or sideways.
 

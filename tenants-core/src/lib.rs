@@ -16,10 +16,14 @@
 //!   them.
 //!
 //! A build with `default-features = false, features = ["sync"]` compiles no tokio, bb8 or
-//! diesel-async. The features `axum` ([`axum`]) and `testing` ([`testing`]) imply `async`.
+//! diesel-async. The features `axum` ([`axum`]), `actix` ([`actix`]) and `testing`
+//! ([`testing`]) imply `async`.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "actix")]
+#[cfg_attr(docsrs, doc(cfg(feature = "actix")))]
+pub mod actix;
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod axum;
@@ -40,6 +44,8 @@ pub mod policy;
 #[cfg(feature = "async")]
 mod pool;
 pub mod registry;
+#[cfg(any(feature = "axum", feature = "actix"))]
+mod request;
 mod scope;
 pub mod scoped;
 mod spec;

@@ -1,4 +1,4 @@
-//! The one renderer of the SQL contract (DESIGN.md, "The database contract").
+//! The one renderer of the SQL contract (the README's "Put them under RLS").
 //!
 //! What a migration does is modelled as an ordered list of [`Change`]s; `up` renders them
 //! in order and `down` renders each one's exact inverse in reverse order. [`setup`] builds

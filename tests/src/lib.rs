@@ -9,6 +9,7 @@
 
 pub mod capture;
 pub mod citus;
+pub mod http;
 mod pgbouncer;
 
 pub use pgbouncer::PgBouncer;

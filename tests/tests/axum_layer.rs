@@ -3,8 +3,6 @@
 //! cancelled requests, failed commits), and the database side's refusals are JSON problem
 //! details with the right status.
 
-use std::borrow::Cow;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -20,15 +18,14 @@ use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use serde_json::{Value, json};
 use tenants_core::axum::{DbError, TenantDb, TenantLayer};
-use tenants_core::{Config, Tenant, TenantId, TenantPool};
-use tenants_tests::{TestDb, count};
+use tenants_core::{Config, Tenant, TenantPool};
+use tenants_tests::TestDb;
 use tower_service::Service;
 
-use crate::common::{items_text_under_contract, pool};
+use crate::common::{
+    HeaderTenant, Hooks, items_text_under_contract, open_transactions, pool, row, rows, settled,
+};
 use crate::isolation::items_text::items_text;
-
-/// The application's own tenant extractor: the `x-tenant` header.
-struct HeaderTenant(String);
 
 impl<S: Send + Sync> FromRequestParts<S> for HeaderTenant {
     type Rejection = (StatusCode, &'static str);
@@ -43,19 +40,7 @@ impl<S: Send + Sync> FromRequestParts<S> for HeaderTenant {
     }
 }
 
-impl TenantId for HeaderTenant {
-    fn tenant_text(&self) -> Cow<'_, str> {
-        Cow::Borrowed(&self.0)
-    }
-}
-
 type Db = TenantDb<HeaderTenant>;
-
-/// Lets a test wait until the `hang` handler has written.
-#[derive(Clone, Default)]
-struct Hooks {
-    written: Arc<tokio::sync::Notify>,
-}
 
 async fn insert(db: &mut Db, name: &str) -> Result<(), DbError> {
     let tenant = db.tenant().clone();
@@ -206,40 +191,6 @@ async fn send(app: &Router, request: Request) -> Reply {
 
 async fn post_as(app: &Router, uri: &str, tenant: &str) -> Reply {
     send(app, request(Method::POST, uri, Some(tenant))).await
-}
-
-/// `(tenant, name)` of every row, read as the superuser (whom RLS does not apply to).
-fn rows(db: &TestDb) -> Vec<(String, String)> {
-    diesel::RunQueryDsl::load(
-        items_text::table
-            .select((items_text::tenant, items_text::name))
-            .order(items_text::id),
-        &mut db.connect(),
-    )
-    .expect("read items_text")
-}
-
-fn row(tenant: &str, name: &str) -> (String, String) {
-    (tenant.to_string(), name.to_string())
-}
-
-/// Sessions of `db` inside a transaction.
-fn open_transactions(db: &TestDb) -> i64 {
-    count(
-        &mut db.connect(),
-        "SELECT count(*) AS n FROM pg_stat_activity
-         WHERE datname = current_database() AND state LIKE 'idle in transaction%'",
-    )
-}
-
-/// Waits until no session of `db` is inside a transaction: a dropped connection's
-/// rollback runs on a task of its own.
-async fn settled(db: &TestDb) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while open_transactions(db) > 0 {
-        assert!(Instant::now() < deadline, "a transaction stays open");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[tokio::test]

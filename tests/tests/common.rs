@@ -3,10 +3,15 @@
 use diesel::sql_types::{Integer, Text};
 use diesel::{PgConnection, QueryResult, QueryableByName};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use std::time::{Duration, Instant};
 use tenants_core::policy::{self, Grantee, QualifiedName, TableSpec};
 use tenants_core::registry::TenantSqlType;
 use tenants_core::{Config, TenantPool};
-use tenants_tests::{PgBouncer, TestDb, batch_locked, ensure_login_role};
+
+use diesel::QueryDsl;
+use tenants_tests::{PgBouncer, TestDb, batch_locked, count, ensure_login_role};
+
+use crate::isolation::items_text::items_text;
 
 /// A login role that owns the fixture tables in the owner scenario.
 pub const OWNER: &str = "tenants_test_owner";
@@ -244,4 +249,55 @@ pub fn assert_db_error<T: std::fmt::Debug>(result: &QueryResult<T>, needle: &str
         ),
         other => panic!("{what}: expected an error containing {needle:?}, got {other:?}"),
     }
+}
+
+/// `(tenant, name)` of every row of `items_text`, read as the superuser (whom RLS does not apply to).
+pub fn rows(db: &TestDb) -> Vec<(String, String)> {
+    diesel::RunQueryDsl::load(
+        items_text::table
+            .select((items_text::tenant, items_text::name))
+            .order(items_text::id),
+        &mut db.connect(),
+    )
+    .expect("read items_text")
+}
+
+pub fn row(tenant: &str, name: &str) -> (String, String) {
+    (tenant.to_string(), name.to_string())
+}
+
+/// Sessions of `db` inside a transaction.
+pub fn open_transactions(db: &TestDb) -> i64 {
+    count(
+        &mut db.connect(),
+        "SELECT count(*) AS n FROM pg_stat_activity
+         WHERE datname = current_database() AND state LIKE 'idle in transaction%'",
+    )
+}
+
+/// Waits until no session of `db` is inside a transaction: a dropped connection's
+/// rollback runs on a task of its own.
+pub async fn settled(db: &TestDb) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while open_transactions(db) > 0 {
+        assert!(Instant::now() < deadline, "a transaction stays open");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The application's own tenant extractor in the web layers' tests: the `x-tenant` header
+/// (each test module implements its framework's extractor trait for it).
+pub struct HeaderTenant(pub String);
+
+impl tenants_core::TenantId for HeaderTenant {
+    fn tenant_text(&self) -> std::borrow::Cow<'_, str> {
+        std::borrow::Cow::Borrowed(&self.0)
+    }
+}
+
+/// Lets a web layer test wait until its `hang` handler has written.
+#[derive(Clone, Default)]
+pub struct Hooks {
+    /// Notified once the handler's insert is done.
+    pub written: std::sync::Arc<tokio::sync::Notify>,
 }

@@ -1,5 +1,6 @@
 //! Integration tests: one binary, one module per concern, a fresh database per test.
 
+mod actix_layer;
 mod axum_layer;
 mod citus;
 mod common;

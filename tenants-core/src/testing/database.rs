@@ -24,7 +24,10 @@ const CREATE_LOCK: i64 = 0x7465_6e61_6e74;
 const MAX_NAME_BYTES: usize = 63;
 
 /// Why a [`TestDatabase`] could not be made.
-#[derive(Debug, thiserror::Error)]
+///
+/// `{:?}` prints the same readable text as `{}`, as [`crate::Error`] does, so that
+/// `.expect(..)` shows the hint, not a struct; `{:#?}` prints the structure.
+#[derive(thiserror::Error)]
 pub enum TestDatabaseError {
     /// `DATABASE_URL` is not a `postgres://` URL.
     #[error(
@@ -60,6 +63,34 @@ pub enum TestDatabaseError {
         /// The migration harness's message.
         reason: String,
     },
+}
+
+impl std::fmt::Debug for TestDatabaseError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if !f.alternate() {
+            return std::fmt::Display::fmt(self, f);
+        }
+        match self {
+            TestDatabaseError::Url { reason } => {
+                f.debug_struct("Url").field("reason", reason).finish()
+            }
+            TestDatabaseError::Connect { url, reason } => f
+                .debug_struct("Connect")
+                .field("url", url)
+                .field("reason", reason)
+                .finish(),
+            TestDatabaseError::Create { name, reason } => f
+                .debug_struct("Create")
+                .field("name", name)
+                .field("reason", reason)
+                .finish(),
+            TestDatabaseError::Migrate { name, reason } => f
+                .debug_struct("Migrate")
+                .field("name", name)
+                .field("reason", reason)
+                .finish(),
+        }
+    }
 }
 
 /// A database created for one test from `DATABASE_URL`'s server (default
@@ -310,6 +341,19 @@ mod tests {
         let this_run = database_name("pkg", "t");
         assert_eq!(this_run, database_name("pkg", "t"), "fixed within a run");
         assert!(this_run.starts_with("pkg_t_") && this_run.len() == "pkg_t_".len() + 8);
+    }
+
+    #[test]
+    fn debug_is_the_readable_text_and_alternate_debug_the_structure() {
+        let error = TestDatabaseError::Create {
+            name: "t_x".into(),
+            reason: "permission denied".into(),
+        };
+        assert_eq!(format!("{error:?}"), error.to_string());
+        assert_eq!(
+            format!("{error:#?}"),
+            "Create {\n    name: \"t_x\",\n    reason: \"permission denied\",\n}"
+        );
     }
 
     #[test]
