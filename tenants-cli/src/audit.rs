@@ -1,4 +1,5 @@
-//! `tenants audit`: what weakens isolation beyond our own objects.
+//! `tenants audit`: what weakens isolation beyond our own objects, and what the serving
+//! login can do.
 
 use std::fmt;
 
@@ -7,123 +8,316 @@ use diesel::sql_types::{Array, Text};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use tenants_core::Config;
 use tenants_core::catalog::MarkedTable;
+use tenants_core::policy::QualifiedName;
 
-/// One weakness; `subject` names the object, `problem` says what is wrong and why.
+/// One weakness: `subject` names the object, `problem` says what is wrong and why, `hint`
+/// how to mend it.
 #[derive(Debug, Clone, PartialEq, Eq, QueryableByName)]
 pub struct Weakness {
-    /// The object concerned (a view, function, constraint, table or role).
+    /// The object concerned (a view, function, rule, trigger, index, table or role).
     #[diesel(sql_type = Text)]
     pub subject: String,
     /// What is wrong.
     #[diesel(sql_type = Text)]
     pub problem: String,
+    /// The statement or step that mends it.
+    #[diesel(sql_type = Text)]
+    pub hint: String,
 }
 
 impl fmt::Display for Weakness {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.subject, self.problem)
+        write!(
+            f,
+            "{}: {}\n  hint: {}",
+            self.subject, self.problem, self.hint
+        )
     }
 }
 
-/// Each check is one query over all marked tables at once (`$1` schemas, `$2` names, `$3`
-/// tenant columns, `$4` our roles), returning `subject, problem` rows.
-const CHECKS: [&str; 7] = [
-    // Views run with their owner's rights unless security_invoker is set: RLS then
-    // applies to the view's owner (often the table owner, or a superuser), not the caller.
-    "SELECT DISTINCT format('view %I.%I', vn.nspname, v.relname) AS subject,
-            format('reads marked table %I.%I without security_invoker: RLS applies to the view owner, not the caller', t.schema, t.name) AS problem
+/// What every check starts from (`$1` schemas, `$2` names, `$3` tenant columns of the
+/// marked tables, `$4` our roles, tenant then admin, `$5` the serving login):
+/// - `marked`: the marked tables with their oid, owner and FORCE flag;
+/// - `escaping`: the roles not subject to the FORCE'd policies: superusers, BYPASSRLS
+///   roles, the admin role (whose policy shows every tenant), and the owners of marked
+///   tables without FORCE;
+/// - `below`/`above`: the tables inheriting from a marked one (partitions included) and
+///   those a marked one inherits from, at any depth.
+const CONTEXT: &str = r#"WITH RECURSIVE marked AS (
+   SELECT c.oid, t.schema, t.name, t.col, c.relowner, c.relforcerowsecurity AS forced
+   FROM unnest($1::text[], $2::text[], $3::text[]) AS t(schema, name, col)
+   JOIN pg_namespace n ON n.nspname = t.schema
+   JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = t.name),
+ escaping AS (
+   SELECT r.oid, r.rolname,
+          CASE WHEN r.rolsuper THEN 'a superuser'
+               WHEN r.rolbypassrls THEN 'BYPASSRLS'
+               WHEN r.rolname = ($4::text[])[2] THEN 'the admin role, whose policy shows every tenant'
+               ELSE 'the owner of a marked table without FORCE ROW LEVEL SECURITY' END AS why
+   FROM pg_roles r
+   WHERE r.rolsuper OR r.rolbypassrls OR r.rolname = ($4::text[])[2]
+      OR r.oid IN (SELECT relowner FROM marked WHERE NOT forced)),
+ below(oid, marked_oid) AS (
+   SELECT i.inhrelid, m.oid FROM pg_inherits i JOIN marked m ON m.oid = i.inhparent
+   UNION SELECT i.inhrelid, b.marked_oid FROM pg_inherits i JOIN below b ON b.oid = i.inhparent),
+ above(oid, marked_oid) AS (
+   SELECT i.inhparent, m.oid FROM pg_inherits i JOIN marked m ON m.oid = i.inhrelid
+   UNION SELECT i.inhparent, a.marked_oid FROM pg_inherits i JOIN above a ON a.oid = i.inhrelid),
+ user_function AS (
+   SELECT p.*, format('%I.%I(%s)', n.nspname, p.proname, pg_get_function_identity_arguments(p.oid)) AS signature
+   FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+   WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\_%'
+     AND NOT EXISTS (SELECT FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass
+                     AND d.objid = p.oid AND d.deptype = 'e'))
+"#;
+
+/// Each check is one query over all marked tables at once, returning `subject, problem,
+/// hint` rows.
+const CHECKS: [&str; 11] = [
+    // A view runs with its owner's rights unless security_invoker is set: RLS then applies
+    // to the owner. An owner subject to the FORCE'd policies sees what the caller's tenant
+    // setting allows, so only an owner that escapes them leaks.
+    r#"SELECT DISTINCT format('view %I.%I', vn.nspname, v.relname) AS subject,
+            format('reads marked table %I.%I as its owner %I, %s: row level security applies to the owner, not the caller',
+                   t.schema, t.name, e.rolname, e.why) AS problem,
+            format('ALTER VIEW %I.%I SET (security_invoker = true); (or give it an owner subject to the policies)',
+                   vn.nspname, v.relname) AS hint
      FROM marked t
      JOIN pg_depend d ON d.refobjid = t.oid AND d.classid = 'pg_rewrite'::regclass
      JOIN pg_rewrite r ON r.oid = d.objid
-     JOIN pg_class v ON v.oid = r.ev_class AND v.relkind IN ('v', 'm') AND v.oid <> t.oid
+     JOIN pg_class v ON v.oid = r.ev_class AND v.relkind = 'v' AND v.oid <> t.oid
      JOIN pg_namespace vn ON vn.oid = v.relnamespace
-     WHERE NOT COALESCE(v.reloptions @> ARRAY['security_invoker=true'] OR v.reloptions @> ARRAY['security_invoker=on'], false)",
-    // A SECURITY DEFINER function runs as its owner; an owner that bypasses RLS turns
-    // every caller into one that does.
-    "SELECT format('function %I.%I(%s)', n.nspname, p.proname, pg_get_function_identity_arguments(p.oid)) AS subject,
-            format('is SECURITY DEFINER and owned by %I, who bypasses RLS', o.rolname) AS problem
-     FROM pg_proc p
-     JOIN pg_namespace n ON n.oid = p.pronamespace
-     JOIN pg_roles o ON o.oid = p.proowner
-     WHERE p.prosecdef AND (o.rolsuper OR o.rolbypassrls)
-       AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'
-       AND (SELECT count(*) FROM marked) > 0",
-    // A unique constraint or foreign key checked across tenants answers questions about
-    // other tenants' rows (a conflict or a violation reveals that a value exists).
-    "SELECT format('constraint %I on %I.%I', c.conname, t.schema, t.name) AS subject,
-            format('%s does not include the tenant column %I: it reveals whether other tenants'' rows hold a value',
-                   CASE c.contype WHEN 'u' THEN 'unique constraint' ELSE 'foreign key' END, t.col) AS problem
+     JOIN escaping e ON e.oid = v.relowner
+     WHERE NOT EXISTS (SELECT FROM unnest(v.reloptions) o
+                       WHERE o ~* '^security_invoker=(t|tr|tru|true|y|ye|yes|on|1)$')"#,
+    // A materialized view stores rows; it has no row level security of its own.
+    r#"SELECT DISTINCT format('materialized view %I.%I', vn.nspname, v.relname) AS subject,
+            format('stores rows of marked table %I.%I without row level security: who may read it reads what its owner saw at the last refresh',
+                   t.schema, t.name) AS problem,
+            format('DROP MATERIALIZED VIEW %I.%I; (a view WITH (security_invoker = true) reads through the policies)',
+                   vn.nspname, v.relname) AS hint
      FROM marked t
-     JOIN pg_constraint c ON c.conrelid = t.oid AND c.contype IN ('u', 'f')
+     JOIN pg_depend d ON d.refobjid = t.oid AND d.classid = 'pg_rewrite'::regclass
+     JOIN pg_rewrite r ON r.oid = d.objid
+     JOIN pg_class v ON v.oid = r.ev_class AND v.relkind = 'm'
+     JOIN pg_namespace vn ON vn.oid = v.relnamespace"#,
+    // A SECURITY DEFINER function runs as its owner; an owner that escapes the policies
+    // turns every caller into one that does.
+    r#"SELECT format('function %s', p.signature) AS subject,
+            format('is SECURITY DEFINER and owned by %I, %s: its callers act as %I', e.rolname, e.why, e.rolname) AS problem,
+            format('ALTER FUNCTION %s SECURITY INVOKER; (or give it an owner subject to the policies)', p.signature) AS hint
+     FROM user_function p
+     JOIN escaping e ON e.oid = p.proowner
+     WHERE p.prosecdef AND EXISTS (SELECT FROM marked)"#,
+    // A trigger runs its function as the user whose statement fired it, unless the
+    // function is SECURITY DEFINER.
+    r#"SELECT format('trigger %I on %I.%I', g.tgname, t.schema, t.name) AS subject,
+            format('runs %s, SECURITY DEFINER and owned by %I, %s: it sees and writes every tenant''s rows',
+                   p.signature, e.rolname, e.why) AS problem,
+            format('ALTER FUNCTION %s SECURITY INVOKER; (a trigger then runs as the caller, under the policies)',
+                   p.signature) AS hint
+     FROM marked t
+     JOIN pg_trigger g ON g.tgrelid = t.oid AND NOT g.tgisinternal
+     JOIN user_function p ON p.oid = g.tgfoid AND p.prosecdef
+     JOIN escaping e ON e.oid = p.proowner"#,
+    // A rule's actions run with the rights of its table's owner.
+    r#"SELECT DISTINCT format('rule %I on %I.%I', r.rulename, n.nspname, c.relname) AS subject,
+            format('runs its actions as %I, the owner of %I.%I, %s: row level security does not apply to them',
+                   e.rolname, n.nspname, c.relname, e.why) AS problem,
+            format('DROP RULE %I ON %I.%I; (a trigger runs as the caller, under the policies)',
+                   r.rulename, n.nspname, c.relname) AS hint
+     FROM pg_rewrite r
+     JOIN pg_class c ON c.oid = r.ev_class
+     JOIN pg_namespace n ON n.oid = c.relnamespace
+     JOIN escaping e ON e.oid = c.relowner
+     WHERE r.rulename <> '_RETURN'
+       AND (r.ev_class IN (SELECT oid FROM marked)
+            OR EXISTS (SELECT FROM pg_depend d JOIN marked m ON m.oid = d.refobjid
+                       WHERE d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid))"#,
+    // The planner runs a LEAKPROOF function before the policies' quals.
+    r#"SELECT format('function %s', p.signature) AS subject,
+            'is LEAKPROOF: the planner may run it on rows before row level security filters them, so what it reveals (errors, notices) comes from every tenant''s rows' AS problem,
+            format('ALTER FUNCTION %s NOT LEAKPROOF; (as a superuser)', p.signature) AS hint
+     FROM user_function p
+     WHERE p.proleakproof AND EXISTS (SELECT FROM marked)"#,
+    // A unique key checked across tenants answers questions about other tenants' rows.
+    // Keys made only of generated columns (serial, identity, random uuid) reveal nothing.
+    r#"SELECT format('%s %I on %I.%I',
+                   CASE WHEN x.indisprimary THEN 'primary key' WHEN k.oid IS NOT NULL THEN 'unique constraint'
+                        ELSE 'unique index' END, ic.relname, t.schema, t.name) AS subject,
+            format('does not include the tenant column %I: a conflict reveals whether another tenant''s row holds a value', t.col) AS problem,
+            CASE WHEN k.oid IS NOT NULL
+                 THEN format('ALTER TABLE %I.%I DROP CONSTRAINT %I, ADD CONSTRAINT %I %s;', t.schema, t.name, k.conname, k.conname,
+                             regexp_replace(pg_get_constraintdef(k.oid), '^(UNIQUE|PRIMARY KEY) \(', '\1 (' || quote_ident(t.col) || ', '))
+                 ELSE format('DROP INDEX %I.%I; %s;', t.schema, ic.relname,
+                             regexp_replace(pg_get_indexdef(x.indexrelid), ' USING (\w+) \(', ' USING \1 (' || quote_ident(t.col) || ', '))
+            END AS hint
+     FROM marked t
+     JOIN pg_index x ON x.indrelid = t.oid AND x.indisunique
+     JOIN pg_class ic ON ic.oid = x.indexrelid
+     LEFT JOIN pg_constraint k ON k.conindid = x.indexrelid AND k.conrelid = t.oid AND k.contype IN ('u', 'p')
      JOIN pg_attribute a ON a.attrelid = t.oid AND a.attname = t.col
-     WHERE NOT a.attnum = ANY(c.conkey)",
-    // Partitions are tables of their own: queried directly, only their own RLS applies.
-    "SELECT format('partition %I.%I', pn.nspname, p.relname) AS subject,
-            format('of marked table %I.%I lacks %s', t.schema, t.name,
-                   CASE WHEN NOT p.relrowsecurity THEN 'row level security' ELSE 'FORCE ROW LEVEL SECURITY' END) AS problem
+     WHERE NOT a.attnum = ANY(x.indkey::int2[])
+       AND NOT (x.indexprs IS NULL AND NOT EXISTS (
+             SELECT FROM unnest(x.indkey::int2[]) AS u(attnum)
+             JOIN pg_attribute ka ON ka.attrelid = t.oid AND ka.attnum = u.attnum
+             LEFT JOIN pg_attrdef ad ON ad.adrelid = t.oid AND ad.adnum = u.attnum
+             WHERE ka.attidentity = ''
+               AND COALESCE(pg_get_expr(ad.adbin, ad.adrelid) !~ '^(nextval|gen_random_uuid|uuid_generate_v4)\(', true)))"#,
+    // An exclusion constraint is a unique key by another name.
+    r#"SELECT format('exclusion constraint %I on %I.%I', k.conname, t.schema, t.name) AS subject,
+            format('does not include the tenant column %I: a conflict reveals another tenant''s rows', t.col) AS problem,
+            format('ALTER TABLE %I.%I DROP CONSTRAINT %I, ADD CONSTRAINT %I %s; (gist needs the btree_gist extension for the tenant column)',
+                   t.schema, t.name, k.conname, k.conname,
+                   regexp_replace(pg_get_constraintdef(k.oid), '^EXCLUDE USING (\w+) \(', 'EXCLUDE USING \1 (' || quote_ident(t.col) || ' WITH =, ')) AS hint
      FROM marked t
-     JOIN pg_inherits i ON i.inhparent = t.oid
-     JOIN pg_class p ON p.oid = i.inhrelid
+     JOIN pg_constraint k ON k.conrelid = t.oid AND k.contype = 'x'
+     JOIN pg_attribute a ON a.attrelid = t.oid AND a.attname = t.col
+     WHERE NOT a.attnum = ANY(k.conkey)"#,
+    // Partitions and inheritance children are tables of their own: queried directly, only
+    // their own row level security applies, at any depth. Selecting from an inheritance
+    // parent returns its children's rows under the parent's row level security.
+    r#"SELECT DISTINCT format('%s %I.%I', r.kind, pn.nspname, p.relname) AS subject,
+            format('of marked table %I.%I %s %s: %s', t.schema, t.name,
+                   CASE WHEN r.kind = 'inheritance parent' THEN 'is not marked and lacks' ELSE 'lacks' END,
+                   CASE WHEN NOT p.relrowsecurity THEN 'row level security' ELSE 'FORCE ROW LEVEL SECURITY' END,
+                   CASE WHEN r.kind = 'inheritance parent' THEN 'selecting from it returns the child''s rows of every tenant'
+                        ELSE 'queried directly, only its own row level security applies' END) AS problem,
+            CASE WHEN r.kind = 'inheritance parent'
+                 THEN format('mark %I.%I #[with_rls] too and run `tenants generate`, or detach the child from it', pn.nspname, p.relname)
+                 ELSE format('mark it #[with_rls] and run `tenants generate` (row level security, FORCE and the policies), or at least ALTER TABLE %I.%I ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY; (nobody then reads it directly)',
+                             pn.nspname, p.relname) END AS hint
+     FROM (SELECT b.oid, b.marked_oid, CASE WHEN c.relispartition THEN 'partition' ELSE 'inheritance child' END AS kind
+           FROM below b JOIN pg_class c ON c.oid = b.oid
+           UNION SELECT a.oid, a.marked_oid, 'inheritance parent' FROM above a) r
+     JOIN marked t ON t.oid = r.marked_oid
+     JOIN pg_class p ON p.oid = r.oid
      JOIN pg_namespace pn ON pn.oid = p.relnamespace
-     WHERE NOT p.relrowsecurity OR NOT p.relforcerowsecurity",
-    // TRUNCATE ignores RLS; REFERENCES lets a role probe values through foreign keys.
-    "SELECT DISTINCT format('table %I.%I', n.nspname, c.relname) AS subject,
-            format('%s is granted to %I: %s', a.privilege_type, g.rolname,
+     WHERE r.oid NOT IN (SELECT oid FROM marked) AND (NOT p.relrowsecurity OR NOT p.relforcerowsecurity)"#,
+    // TRUNCATE ignores RLS; REFERENCES lets a role probe values through foreign keys;
+    // TRIGGER lets a role run code in other tenants' transactions. To our roles on any
+    // table, or to PUBLIC on a marked table or one below it.
+    r#"SELECT DISTINCT format('table %I.%I', n.nspname, c.relname) AS subject,
+            format('%s is granted to %s: %s', a.privilege_type, COALESCE(quote_ident(g.rolname), 'PUBLIC'),
                    CASE a.privilege_type WHEN 'TRUNCATE' THEN 'TRUNCATE ignores row level security'
-                        ELSE 'a foreign key to this table reveals other tenants'' values' END) AS problem
+                        WHEN 'TRIGGER' THEN 'a trigger it creates runs in other tenants'' statements, seeing their rows'
+                        ELSE 'a foreign key to this table reveals other tenants'' values' END) AS problem,
+            format('REVOKE %s ON %I.%I FROM %s;', a.privilege_type, n.nspname, c.relname,
+                   COALESCE(quote_ident(g.rolname), 'PUBLIC')) AS hint
      FROM pg_class c
      JOIN pg_namespace n ON n.oid = c.relnamespace
      CROSS JOIN LATERAL aclexplode(c.relacl) a
-     JOIN pg_roles g ON g.oid = a.grantee AND g.rolname = ANY($4)
-     WHERE c.relkind IN ('r', 'p') AND a.privilege_type IN ('TRUNCATE', 'REFERENCES')",
+     LEFT JOIN pg_roles g ON g.oid = a.grantee
+     WHERE c.relkind IN ('r', 'p') AND a.privilege_type IN ('TRUNCATE', 'REFERENCES', 'TRIGGER')
+       AND (g.rolname = ANY($4)
+            OR (a.grantee = 0 AND (c.oid IN (SELECT oid FROM marked) OR c.oid IN (SELECT oid FROM below))))"#,
     // Our roles themselves: one that can log in is a way around the application (Citus
     // mode needs it; then only the cluster's nodes may, by pg_hba.conf).
-    "SELECT format('role %I', r.rolname) AS subject,
-            'can log in: whoever authenticates as it acts as it, around the application; only Citus mode needs it, and then pg_hba.conf must accept it from the cluster''s nodes only' AS problem
-     FROM pg_roles r WHERE r.rolname = ANY($4) AND r.rolcanlogin",
-    // The login role itself.
-    "SELECT format('login role %I', r.rolname) AS subject, w.problem
-     FROM pg_roles r
-     CROSS JOIN LATERAL (
-       SELECT 'is a superuser: superusers are never subject to row level security' AS problem WHERE r.rolsuper
-       UNION ALL
-       SELECT 'has BYPASSRLS: unscoped queries see every tenant' WHERE r.rolbypassrls AND NOT r.rolsuper
-       UNION ALL
-       SELECT format('owns marked table %I.%I: an owner can disable row level security', t.schema, t.name)
-       FROM marked t JOIN pg_class c ON c.oid = t.oid WHERE c.relowner = r.oid
-     ) w
-     WHERE r.rolname = session_user",
+    r#"SELECT format('role %I', r.rolname) AS subject,
+            'can log in: whoever authenticates as it acts as it, around the application; only Citus mode needs it, and then pg_hba.conf must accept it from the cluster''s nodes only' AS problem,
+            format('ALTER ROLE %I NOLOGIN; (outside Citus mode)', r.rolname) AS hint
+     FROM pg_roles r WHERE r.rolname = ANY($4) AND r.rolcanlogin"#,
 ];
 
-/// The marked tables with their oids, as a CTE every check starts from.
-const MARKED: &str = "WITH marked AS (
-   SELECT c.oid, t.schema, t.name, t.col
-   FROM unnest($1::text[], $2::text[], $3::text[]) AS t(schema, name, col)
-   JOIN pg_namespace n ON n.nspname = t.schema
-   JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = t.name)
-";
+/// The serving login: what it is and what it can become (every role it is a member of,
+/// itself included); a superuser is a member of every role, so only its own attributes
+/// are listed.
+const LOGIN_CHECK: &str = r#"SELECT format('login role %I', $5::text) AS subject, w.problem, w.hint
+     FROM (SELECT 1) one
+     LEFT JOIN pg_roles l ON l.rolname = $5
+     CROSS JOIN LATERAL (
+       SELECT 'does not exist' AS problem,
+              'pass the login the application serves tenants with: --login NAME, or its URL' AS hint
+       WHERE l.oid IS NULL
+       UNION ALL
+       SELECT 'is a superuser: superusers are never subject to row level security',
+              'serve tenants with a login that is NOSUPERUSER, NOBYPASSRLS, owns no table and is a member of the tenant role only (README, "Hardened deployment")'
+       WHERE l.rolsuper
+       UNION ALL
+       SELECT 'has BYPASSRLS: unscoped queries see every tenant',
+              format('ALTER ROLE %I NOBYPASSRLS;', l.rolname)
+       WHERE l.rolbypassrls AND NOT l.rolsuper
+       UNION ALL
+       SELECT format('owns marked table %I.%I: an owner can disable row level security', t.schema, t.name),
+              format('ALTER TABLE %I.%I OWNER TO <the migration role>; the serving login owns nothing', t.schema, t.name)
+       FROM marked t WHERE t.relowner = l.oid
+       UNION ALL
+       SELECT x.problem, x.hint
+       FROM pg_roles r
+       CROSS JOIN LATERAL (
+         SELECT format('can SET ROLE to %I, which is %s', r.rolname,
+                       CASE WHEN r.rolsuper THEN 'a superuser' ELSE 'BYPASSRLS' END) AS problem,
+                format('REVOKE %I FROM %I;', r.rolname, l.rolname) AS hint
+         WHERE (r.rolsuper OR r.rolbypassrls) AND r.oid <> l.oid
+         UNION ALL
+         SELECT format('is a member of the admin role %I: one SET ROLE and it sees every tenant', r.rolname),
+                format('REVOKE %I FROM %I; admin work belongs to a second login', r.rolname, l.rolname)
+         WHERE r.rolname = ($4::text[])[2] AND r.oid <> l.oid
+         UNION ALL
+         SELECT format('can SET ROLE to %I, owner of marked table %I.%I: an owner can disable row level security',
+                       r.rolname, t.schema, t.name),
+                format('REVOKE %I FROM %I;', r.rolname, l.rolname)
+         FROM marked t WHERE t.relowner = r.oid AND r.oid <> l.oid
+         UNION ALL
+         SELECT DISTINCT format('has %s on marked table %I.%I through %s, beyond the tenant role: outside a scope it is not refused',
+                       a.privilege_type, t.schema, t.name, CASE WHEN r.oid = l.oid THEN 'a direct grant' ELSE quote_ident(r.rolname) END),
+                format('REVOKE %s ON %I.%I FROM %I;', a.privilege_type, t.schema, t.name, r.rolname)
+         FROM marked t CROSS JOIN LATERAL aclexplode((SELECT relacl FROM pg_class WHERE oid = t.oid)) a
+         WHERE a.grantee = r.oid AND r.oid <> t.relowner AND NOT r.rolname = ANY($4)
+       ) x
+       WHERE NOT l.rolsuper AND pg_has_role(l.oid, r.oid, 'MEMBER')
+     ) w"#;
 
-/// Every weakness found, check by check, in a fixed number of queries.
+/// Every weakness found, check by check, in a fixed number of queries; `login` is the
+/// serving login to inspect.
 pub async fn audit(
     conn: &mut AsyncPgConnection,
     config: &Config,
     tables: &[MarkedTable],
+    login: &str,
 ) -> Result<Vec<Weakness>, diesel::result::Error> {
     let schemas: Vec<&str> = tables.iter().map(|t| t.table.schema.as_str()).collect();
     let names: Vec<&str> = tables.iter().map(|t| t.table.name.as_str()).collect();
     let columns: Vec<&str> = tables.iter().map(|t| t.key.column.as_str()).collect();
     let roles = [config.tenant_role(), config.admin_role()];
     let mut weaknesses = Vec::new();
-    for check in CHECKS {
-        let mut found =
-            diesel::sql_query(format!("{MARKED}SELECT * FROM ({check}) w ORDER BY 1, 2"))
-                .bind::<Array<Text>, _>(&schemas)
-                .bind::<Array<Text>, _>(&names)
-                .bind::<Array<Text>, _>(&columns)
-                .bind::<Array<Text>, _>(&roles[..])
-                .load::<Weakness>(conn)
-                .await?;
+    for check in CHECKS.iter().chain([&LOGIN_CHECK]) {
+        let mut found = diesel::sql_query(format!(
+            "{CONTEXT}SELECT DISTINCT * FROM ({check}) w ORDER BY 1, 2"
+        ))
+        .bind::<Array<Text>, _>(&schemas)
+        .bind::<Array<Text>, _>(&names)
+        .bind::<Array<Text>, _>(&columns)
+        .bind::<Array<Text>, _>(&roles[..])
+        .bind::<Text, _>(login)
+        .load::<Weakness>(conn)
+        .await?;
         weaknesses.append(&mut found);
     }
     Ok(weaknesses)
+}
+
+/// What `tenants audit` found.
+pub struct Report {
+    /// The comparison's findings that weaken isolation (the rest is `check`'s drift).
+    pub findings: Vec<tenants_core::Finding>,
+    /// The weaknesses beyond our objects, and the serving login's.
+    pub weaknesses: Vec<Weakness>,
+    /// The `#[shared]` tables: listed, not counted (readable by every tenant on purpose).
+    pub shared: Vec<QualifiedName>,
+}
+
+/// Whether a finding of the comparison weakens isolation (as opposed to drift that
+/// `tenants generate` mends, or what the audit's own checks report).
+pub fn weakens_isolation(finding: &tenants_core::Finding) -> bool {
+    use tenants_core::Finding;
+    matches!(
+        finding,
+        Finding::PermissivePolicy { .. }
+            | Finding::RoleBypassesRls { .. }
+            | Finding::TenantColumnCollation { .. }
+            | Finding::SettingDefault { .. }
+            | Finding::CrossTenantReference(..)
+            | Finding::UnmarkedTable { .. }
+    )
 }

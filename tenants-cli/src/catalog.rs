@@ -122,26 +122,63 @@ impl Session {
     }
 }
 
-/// Every weakness `tenants audit` looks for, and the `#[shared]` tables it lists.
+/// What `tenants audit` reports: the comparison's findings that weaken isolation, every
+/// weakness beyond our objects and the serving `login`'s (the connecting role when
+/// `None`), and the `#[shared]` tables; or, when nothing is marked, the refusal `check`
+/// gives.
 pub fn audit(
     options: &Options,
-) -> Result<(Vec<crate::audit::Weakness>, Vec<QualifiedName>), CliError> {
+    login: Option<&str>,
+) -> Result<Result<crate::audit::Report, PlanError>, CliError> {
     let mut session = Session::open(options)?;
+    let login = match login {
+        Some(name) => name.to_string(),
+        None => session
+            .runtime
+            .block_on(diesel_async::RunQueryDsl::get_result::<String>(
+                diesel::select(diesel::dsl::sql::<diesel::sql_types::Text>(
+                    "session_user::text",
+                )),
+                &mut session.conn,
+            ))
+            .map_err(|e| DatabaseError::Query(one_line(e)))?,
+    };
     let weaknesses = session
         .runtime
         .block_on(crate::audit::audit(
             &mut session.conn,
             &session.config,
             &session.tables,
+            &login,
         ))
         .map_err(|e| DatabaseError::Query(one_line(e)))?;
-    Ok((weaknesses, session.shared))
+    let state = State::read_in(session, &PlanArgs::default())?;
+    if state.tables.is_empty()
+        && let Err(refused) = state.plan(false)
+    {
+        return Ok(Err(refused));
+    }
+    let findings = state
+        .report()
+        .findings
+        .into_iter()
+        .filter(crate::audit::weakens_isolation)
+        .collect();
+    Ok(Ok(crate::audit::Report {
+        findings,
+        weaknesses,
+        shared: state.shared,
+    }))
 }
 
 impl State {
     /// Parses the sources, then reads the catalog.
     pub fn read(options: &Options, plan: &PlanArgs) -> Result<Self, CliError> {
-        let mut session = Session::open(options)?;
+        Self::read_in(Session::open(options)?, plan)
+    }
+
+    /// Reads the catalog on an open session.
+    fn read_in(mut session: Session, plan: &PlanArgs) -> Result<Self, CliError> {
         // Outside --full, CURRENT_USER is the connecting role, which an empty list means.
         let members: Vec<String> = plan
             .grant_to
@@ -209,6 +246,12 @@ impl State {
             allow_unmark,
             grant_to,
         }
+    }
+
+    /// The migration that makes every foreign key between marked tables carry the tenant
+    /// column (`generate --tenant-keys`): the parents' unique keys, then the keys.
+    pub fn tenant_keys(&self) -> Vec<Change> {
+        policy::tenant_keys(&self.catalog.cross_tenant_keys)
     }
 
     /// The whole contract for every marked table, from scratch (`--full`). The tables and

@@ -51,6 +51,12 @@ pub enum Command {
         /// The migration's name.
         #[arg(long, default_value = "tenants_rls")]
         name: String,
+        /// Instead of the contract, write the migration that makes every foreign key
+        /// between marked tables carry the tenant column: `UNIQUE (tenant, ..)` on the
+        /// referenced table where missing, the key replaced by its composite form (same
+        /// name and actions); `down.sql` restores the keys as they were.
+        #[arg(long)]
+        tenant_keys: bool,
         /// Where migrations go (else `diesel.toml`'s `[migrations_directory] dir`, else
         /// `migrations`), relative to the crate directory.
         #[arg(long)]
@@ -70,13 +76,26 @@ pub enum Command {
         #[command(flatten)]
         options: Options,
     },
-    /// List what weakens isolation beyond our own objects (views without
-    /// security_invoker, SECURITY DEFINER functions of roles that bypass RLS, unique
-    /// constraints and foreign keys without the tenant column, partitions without RLS,
-    /// TRUNCATE or REFERENCES granted to our roles, our roles when they can log in, a
-    /// login role that is superuser, BYPASSRLS or owner of marked tables). Exit 0 when
-    /// none, 1 listing them, 2 on error.
-    Audit(Options),
+    /// List what weakens isolation beyond our own objects, each with its fix: views
+    /// reading marked tables as an owner that escapes the policies, materialized views,
+    /// SECURITY DEFINER functions and triggers of such owners, rules, LEAKPROOF functions,
+    /// unique keys and exclusion constraints without the tenant column, foreign keys
+    /// between marked tables without it, partitions and inheritance children (any depth)
+    /// without RLS, unmarked inheritance parents, TRUNCATE, REFERENCES or TRIGGER granted
+    /// to our roles or PUBLIC, other permissive policies reaching our roles, roles that
+    /// bypass RLS or can log in, nondeterministic tenant column collations, tenant setting
+    /// defaults, unmarked tables with a tenant column or readable by our roles; and what
+    /// the serving login can do (superuser, BYPASSRLS, owner, member of the admin role,
+    /// grants beyond the tenant role). Exit 0 when none, 1 listing them (or when nothing is
+    /// marked), 2 on error.
+    Audit {
+        /// The login the application serves tenants with (default: the URL's user).
+        #[arg(long)]
+        login: Option<String>,
+        /// Shared options.
+        #[command(flatten)]
+        options: Options,
+    },
     /// The tenant lifecycle: list, export, import, purge.
     #[command(flatten)]
     Lifecycle(lifecycle::Command),
@@ -209,9 +228,16 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Generate {
             name,
             migration_dir,
+            tenant_keys,
             diff,
         } => {
-            let (config, changes) = changes(&diff)?;
+            let (config, changes) = if tenant_keys {
+                let state = catalog::State::read(&diff.options, &diff.plan)?;
+                let changes = state.tenant_keys();
+                (state.config, changes)
+            } else {
+                changes(&diff)?
+            };
             if changes.is_empty() {
                 outln!("no changes");
                 return Ok(ExitCode::SUCCESS);
@@ -226,7 +252,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
             outln!("{}", dir.display());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Audit(options) => audit_command(&options),
+        Command::Audit { login, options } => audit_command(&options, login.as_deref()),
         Command::Check { plan, options } => check(&options, &plan),
     }
 }
@@ -238,7 +264,7 @@ fn check(options: &Options, plan_args: &PlanArgs) -> Result<ExitCode, CliError> 
     match state.plan(plan_args.allow_unmark) {
         Ok(plan) if plan.is_empty() => {
             for warning in plan.report.warnings() {
-                outln!("{warning}");
+                outln!("{warning}\n  hint: {}", warning.hint());
             }
             outln!(
                 "the database matches the {} #[with_rls] table(s)",
@@ -264,20 +290,30 @@ fn check(options: &Options, plan_args: &PlanArgs) -> Result<ExitCode, CliError> 
     }
 }
 
-fn audit_command(options: &Options) -> Result<ExitCode, CliError> {
-    let (weaknesses, shared) = catalog::audit(options)?;
+fn audit_command(options: &Options, login: Option<&str>) -> Result<ExitCode, CliError> {
+    let report = match catalog::audit(options, login)? {
+        Ok(report) => report,
+        Err(refused) => {
+            outln!("{refused}");
+            return Ok(ExitCode::from(1));
+        }
+    };
     // Listed, not counted: a shared table is readable by every tenant on purpose.
-    for table in &shared {
+    for table in &report.shared {
         outln!("shared: {table} is readable by every tenant (#[shared], not under RLS)");
     }
-    if weaknesses.is_empty() {
+    let count = report.findings.len() + report.weaknesses.len();
+    if count == 0 {
         outln!("nothing weakens isolation");
         return Ok(ExitCode::SUCCESS);
     }
-    for weakness in &weaknesses {
+    for finding in &report.findings {
+        outln!("{finding}\n  hint: {}", finding.hint());
+    }
+    for weakness in &report.weaknesses {
         outln!("{weakness}");
     }
-    outln!("{} weakness(es)", weaknesses.len());
+    outln!("{count} weakness(es)");
     Ok(ExitCode::from(1))
 }
 

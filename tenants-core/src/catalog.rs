@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::policy;
 use crate::registry::TenantSqlType;
 pub use crate::spec::PolicyDef;
-use crate::spec::QualifiedName;
+use crate::spec::{QualifiedName, TenantForeignKey};
 
 /// One of our roles, as the catalog sees it.
 #[derive(Debug, Clone, PartialEq, Eq, QueryableByName)]
@@ -100,6 +100,10 @@ pub struct ColumnState {
     /// Its default, as the server deparses it (`pg_get_expr`); `None` without one.
     #[diesel(sql_type = Nullable<Text>)]
     pub default: Option<String>,
+    /// The column's collation when it is nondeterministic (a case-insensitive ICU
+    /// collation): tenant ids that compare equal without being equal share their rows.
+    #[diesel(sql_type = Nullable<Text>)]
+    pub nondeterministic_collation: Option<String>,
 }
 
 /// The tenant type of a column of PostgreSQL type `type_name` (as `format_type` prints it).
@@ -273,6 +277,175 @@ pub struct PolicyState {
     pub def: PolicyDef,
 }
 
+/// A permissive policy on a marked table that applies to one of our roles: named in its
+/// role list, through `PUBLIC`, or through a role ours is a member of.
+#[derive(Debug, Clone, PartialEq, Eq, QueryableByName)]
+pub struct PolicyReach {
+    /// Schema.
+    #[diesel(sql_type = Text)]
+    pub schema: String,
+    /// Table.
+    #[diesel(sql_type = Text)]
+    pub table: String,
+    /// The policy.
+    #[diesel(sql_type = Text)]
+    pub policy: String,
+    /// One of our roles it applies to.
+    #[diesel(sql_type = Text)]
+    pub role: String,
+}
+
+/// A default that sessions start with (`ALTER DATABASE/ROLE ... SET`): of the tenant
+/// setting, or of `role` to the admin role.
+#[derive(Debug, Clone, PartialEq, Eq, QueryableByName)]
+pub struct SettingDefault {
+    /// The database it applies to (`None`: every database).
+    #[diesel(sql_type = Nullable<Text>)]
+    pub database: Option<String>,
+    /// The role it applies to (`None`: every role).
+    #[diesel(sql_type = Nullable<Text>)]
+    pub role: Option<String>,
+    /// The setting.
+    #[diesel(sql_type = Text)]
+    pub setting: String,
+    /// Its value.
+    #[diesel(sql_type = Text)]
+    pub value: String,
+}
+
+/// A table neither marked nor shared that holds what looks like tenant data (a column
+/// named like a marked table's tenant column, in a schema the marks use) or that our roles
+/// can read or write.
+#[derive(Debug, Clone, PartialEq, Eq, QueryableByName)]
+pub struct UnmarkedTable {
+    /// Schema.
+    #[diesel(sql_type = Text)]
+    pub schema: String,
+    /// Table.
+    #[diesel(sql_type = Text)]
+    pub name: String,
+    /// Its column named like a tenant column, if any.
+    #[diesel(sql_type = Nullable<Text>)]
+    pub tenant_column: Option<String>,
+    /// Our roles that may select, insert, update or delete in it.
+    #[diesel(sql_type = Array<Text>)]
+    pub granted_to: Vec<String>,
+}
+
+/// A foreign key between marked tables that does not pair their tenant columns, as read.
+#[derive(Debug, Clone, PartialEq, Eq, QueryableByName)]
+struct CrossTenantKeyRow {
+    #[diesel(sql_type = Text)]
+    schema: String,
+    #[diesel(sql_type = Text)]
+    table: String,
+    #[diesel(sql_type = Text)]
+    name: String,
+    #[diesel(sql_type = Text)]
+    tenant_column: String,
+    #[diesel(sql_type = Array<Text>)]
+    columns: Vec<String>,
+    #[diesel(sql_type = Text)]
+    parent_schema: String,
+    #[diesel(sql_type = Text)]
+    parent_table: String,
+    #[diesel(sql_type = Text)]
+    parent_tenant_column: String,
+    #[diesel(sql_type = Array<Text>)]
+    parent_columns: Vec<String>,
+    /// `confmatchtype`, `confupdtype`, `confdeltype`.
+    #[diesel(sql_type = Text)]
+    match_type: String,
+    #[diesel(sql_type = Text)]
+    on_update: String,
+    #[diesel(sql_type = Text)]
+    on_delete: String,
+    #[diesel(sql_type = Bool)]
+    deferrable: bool,
+    #[diesel(sql_type = Bool)]
+    deferred: bool,
+    #[diesel(sql_type = Bool)]
+    validated: bool,
+    #[diesel(sql_type = Text)]
+    definition: String,
+    #[diesel(sql_type = Bool)]
+    parent_has_unique: bool,
+}
+
+impl CrossTenantKeyRow {
+    /// `MATCH`, `ON UPDATE`, `ON DELETE`, `DEFERRABLE` and `NOT VALID` as they follow the
+    /// referenced columns. `set_null_columns` is the column list of an `ON DELETE SET
+    /// NULL/DEFAULT` when it has none of its own.
+    fn actions(&self, set_null_columns: Option<&[String]>) -> String {
+        let action = |code: &str| match code {
+            "r" => "RESTRICT",
+            "c" => "CASCADE",
+            "n" => "SET NULL",
+            "d" => "SET DEFAULT",
+            _ => "NO ACTION",
+        };
+        let mut actions = String::new();
+        if self.match_type == "f" {
+            actions.push_str(" MATCH FULL");
+        }
+        if self.on_update != "a" {
+            actions.push_str(&format!(" ON UPDATE {}", action(&self.on_update)));
+        }
+        if self.on_delete != "a" {
+            actions.push_str(&format!(" ON DELETE {}", action(&self.on_delete)));
+            if matches!(self.on_delete.as_str(), "n" | "d") {
+                // The list the server printed (PostgreSQL 15's `SET NULL (col)`), if any.
+                let printed = self
+                    .definition
+                    .split_once(&format!("ON DELETE {} (", action(&self.on_delete)))
+                    .and_then(|(_, rest)| rest.split_once(')'))
+                    .map(|(list, _)| list.to_string());
+                let list = printed.or_else(|| {
+                    set_null_columns.map(|columns| {
+                        columns
+                            .iter()
+                            .map(|c| crate::tenant::quote_ident(c))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    })
+                });
+                if let Some(list) = list {
+                    actions.push_str(&format!(" ({list})"));
+                }
+            }
+        }
+        if self.deferrable {
+            actions.push_str(" DEFERRABLE");
+            if self.deferred {
+                actions.push_str(" INITIALLY DEFERRED");
+            }
+        }
+        if !self.validated {
+            actions.push_str(" NOT VALID");
+        }
+        actions
+    }
+
+    fn into_key(self) -> TenantForeignKey {
+        // SET NULL/DEFAULT on delete clears only the original columns, as before, never
+        // the tenant column.
+        let actions = self.actions(Some(&self.columns));
+        let original_actions = self.actions(None);
+        TenantForeignKey {
+            table: QualifiedName::new(self.schema, self.table),
+            name: self.name,
+            tenant_column: self.tenant_column,
+            columns: self.columns,
+            parent: QualifiedName::new(self.parent_schema, self.parent_table),
+            parent_tenant_column: self.parent_tenant_column,
+            parent_columns: self.parent_columns,
+            actions,
+            original_actions,
+            parent_has_unique: self.parent_has_unique,
+        }
+    }
+}
+
 /// A privilege granted directly on a table or sequence.
 #[derive(Debug, Clone, PartialEq, Eq, QueryableByName)]
 pub struct Privilege {
@@ -345,6 +518,16 @@ pub struct Catalog {
     pub columns: Vec<ColumnState>,
     /// Every policy on those tables.
     pub policies: Vec<PolicyState>,
+    /// The permissive policies on marked tables that apply to our roles (by name, through
+    /// `PUBLIC` or by membership).
+    pub policy_reach: Vec<PolicyReach>,
+    /// Defaults of the tenant setting (and of `role` to the admin role) for this database
+    /// or any role.
+    pub setting_defaults: Vec<SettingDefault>,
+    /// Tables neither marked nor shared that look like tenant data or that our roles use.
+    pub unmarked: Vec<UnmarkedTable>,
+    /// Foreign keys between marked tables that do not pair their tenant columns.
+    pub cross_tenant_keys: Vec<TenantForeignKey>,
     /// Direct grants on the marked tables.
     pub table_privileges: Vec<Privilege>,
     /// Sequences owned by the marked tables.
@@ -396,12 +579,14 @@ async fn columns_on(
     statement(
         "SELECT t.schema, t.name AS table, t.col AS column,
                 format_type(a.atttypid, a.atttypmod) AS type_name, a.attnotnull AS not_null,
-                pg_get_expr(d.adbin, d.adrelid) AS \"default\"
+                pg_get_expr(d.adbin, d.adrelid) AS \"default\",
+                CASE WHEN NOT co.collisdeterministic THEN co.collname::text END AS nondeterministic_collation
          FROM unnest($1::text[], $2::text[], $3::text[]) AS t(schema, name, col)
          JOIN pg_namespace n ON n.nspname = t.schema
          JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = t.name
          JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = t.col AND a.attnum > 0 AND NOT a.attisdropped
          LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+         LEFT JOIN pg_collation co ON co.oid = a.attcollation
          ORDER BY 1, 2",
     )
     .bind::<Array<Text>, _>(&schemas)
@@ -413,7 +598,7 @@ async fn columns_on(
 
 /// Reads the catalog for the marked `tables` and the `shared` ones with `config`'s names,
 /// checking the membership of each of `members` (the connecting role when empty) in our
-/// roles: a fixed number of statements (ten reads and a rolled-back probe transaction of two, and
+/// roles: a fixed number of statements (fourteen reads and a rolled-back probe transaction of two, and
 /// one read of Citus's metadata on a database with Citus) whatever the number of tables.
 #[cfg(feature = "async")]
 #[cfg_attr(docsrs, doc(cfg(feature = "async")))]
@@ -542,6 +727,123 @@ async fn read_on(
     .load::<PolicyState>(conn)
     .await?;
 
+    let policy_reach = statement(format!(
+        "SELECT t.schema, t.name AS table, p.polname::text AS policy, r.name AS role
+         FROM {TABLES}
+         JOIN pg_namespace n ON n.nspname = t.schema
+         JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = t.name
+         JOIN pg_policy p ON p.polrelid = c.oid AND p.polpermissive
+         CROSS JOIN unnest($3::text[]) WITH ORDINALITY AS r(name, i)
+         JOIN pg_roles o ON o.rolname = r.name
+         WHERE 0 = ANY(p.polroles)
+            OR EXISTS (SELECT FROM unnest(p.polroles) AS pr(oid) WHERE pg_has_role(o.oid, pr.oid, 'MEMBER'))
+         ORDER BY 1, 2, 3, r.i"
+    ))
+    .bind::<Array<Text>, _>(&schemas)
+    .bind::<Array<Text>, _>(&names)
+    .bind::<Array<Text>, _>(&our_roles[..])
+    .load::<PolicyReach>(conn)
+    .await?;
+
+    // GUC names are stored as the server folds them (lower case).
+    let setting_defaults = statement(
+        "SELECT d.datname::text AS database, r.rolname::text AS role,
+                split_part(cfg, '=', 1) AS setting, substr(cfg, strpos(cfg, '=') + 1) AS value
+         FROM pg_db_role_setting s
+         CROSS JOIN LATERAL unnest(s.setconfig) AS cfg
+         LEFT JOIN pg_database d ON d.oid = s.setdatabase
+         LEFT JOIN pg_roles r ON r.oid = s.setrole
+         WHERE s.setdatabase IN (0, (SELECT oid FROM pg_database WHERE datname = current_database()))
+           AND (lower(split_part(cfg, '=', 1)) = lower($1)
+                OR (lower(split_part(cfg, '=', 1)) = 'role' AND substr(cfg, strpos(cfg, '=') + 1) = $2))
+         ORDER BY 1 NULLS FIRST, 2 NULLS FIRST, 3",
+    )
+    .bind::<Text, _>(config.setting())
+    .bind::<Text, _>(config.admin_role())
+    .load::<SettingDefault>(conn)
+    .await?;
+
+    let tenant_columns_named: Vec<&str> = tables.iter().map(|t| t.key.column.as_str()).collect();
+    // A table inheriting from a marked one (a partition) is not forgotten: `audit` checks
+    // its row level security.
+    let unmarked = statement(
+        "WITH RECURSIVE marked AS (
+           SELECT c.oid FROM unnest($1::text[], $2::text[]) AS t(schema, name)
+           JOIN pg_namespace n ON n.nspname = t.schema
+           JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = t.name),
+         below AS (
+           SELECT i.inhrelid AS oid FROM pg_inherits i JOIN marked m ON m.oid = i.inhparent
+           UNION SELECT i.inhrelid FROM pg_inherits i JOIN below b ON b.oid = i.inhparent),
+         candidates AS (
+           SELECT n.nspname::text AS schema, c.relname::text AS name,
+                  (SELECT min(a.attname::text) FROM pg_attribute a
+                   WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+                     AND a.attname = ANY($5::text[]) AND n.nspname = ANY($1::text[])) AS tenant_column,
+                  ARRAY(SELECT r.name FROM unnest($6::text[]) WITH ORDINALITY AS r(name, i)
+                        JOIN pg_roles o ON o.rolname = r.name
+                        WHERE has_table_privilege(o.oid, c.oid, 'SELECT, INSERT, UPDATE, DELETE')
+                        ORDER BY r.i) AS granted_to
+           FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+           WHERE c.relkind IN ('r', 'p', 'f')
+             AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'
+             AND c.oid NOT IN (SELECT oid FROM marked) AND c.oid NOT IN (SELECT oid FROM below)
+             AND (n.nspname, c.relname) NOT IN (SELECT * FROM unnest($3::text[], $4::text[])))
+         SELECT * FROM candidates
+         WHERE tenant_column IS NOT NULL OR cardinality(granted_to) > 0
+         ORDER BY 1, 2",
+    )
+    .bind::<Array<Text>, _>(&schemas)
+    .bind::<Array<Text>, _>(&names)
+    .bind::<Array<Text>, _>(&shared_schemas)
+    .bind::<Array<Text>, _>(&shared_names)
+    .bind::<Array<Text>, _>(&tenant_columns_named)
+    .bind::<Array<Text>, _>(&our_roles[..])
+    .load::<UnmarkedTable>(conn)
+    .await?;
+
+    let cross_tenant_keys = statement(
+        "WITH marked AS (
+           SELECT c.oid, t.col, a.attnum AS tenant_attnum
+           FROM unnest($1::text[], $2::text[], $3::text[]) AS t(schema, name, col)
+           JOIN pg_namespace n ON n.nspname = t.schema
+           JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = t.name
+           JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = t.col AND NOT a.attisdropped)
+         SELECT cn.nspname::text AS schema, cc.relname::text AS table, k.conname::text AS name,
+                child.col AS tenant_column,
+                ARRAY(SELECT a.attname::text FROM unnest(k.conkey) WITH ORDINALITY AS u(attnum, i)
+                      JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = u.attnum ORDER BY u.i) AS columns,
+                pn.nspname::text AS parent_schema, pc.relname::text AS parent_table,
+                parent.col AS parent_tenant_column,
+                ARRAY(SELECT a.attname::text FROM unnest(k.confkey) WITH ORDINALITY AS u(attnum, i)
+                      JOIN pg_attribute a ON a.attrelid = k.confrelid AND a.attnum = u.attnum ORDER BY u.i) AS parent_columns,
+                k.confmatchtype::text AS match_type, k.confupdtype::text AS on_update,
+                k.confdeltype::text AS on_delete, k.condeferrable AS deferrable,
+                k.condeferred AS deferred, k.convalidated AS validated,
+                pg_get_constraintdef(k.oid) AS definition,
+                EXISTS (SELECT FROM pg_index i
+                        WHERE i.indrelid = k.confrelid AND i.indisunique AND i.indpred IS NULL AND i.indexprs IS NULL
+                          AND (SELECT array_agg(x ORDER BY x) FROM unnest(i.indkey::int2[]) x)
+                            = (SELECT array_agg(x ORDER BY x) FROM unnest(k.confkey || parent.tenant_attnum) x)
+                       ) AS parent_has_unique
+         FROM pg_constraint k
+         JOIN marked child ON child.oid = k.conrelid
+         JOIN marked parent ON parent.oid = k.confrelid
+         JOIN pg_class cc ON cc.oid = k.conrelid JOIN pg_namespace cn ON cn.oid = cc.relnamespace
+         JOIN pg_class pc ON pc.oid = k.confrelid JOIN pg_namespace pn ON pn.oid = pc.relnamespace
+         WHERE k.contype = 'f' AND k.conparentid = 0
+           AND NOT EXISTS (SELECT FROM generate_subscripts(k.conkey, 1) AS s(i)
+                           WHERE k.conkey[s.i] = child.tenant_attnum AND k.confkey[s.i] = parent.tenant_attnum)
+         ORDER BY 1, 2, 3",
+    )
+    .bind::<Array<Text>, _>(&schemas)
+    .bind::<Array<Text>, _>(&names)
+    .bind::<Array<Text>, _>(&tenant_columns_named)
+    .load::<CrossTenantKeyRow>(conn)
+    .await?
+    .into_iter()
+    .map(CrossTenantKeyRow::into_key)
+    .collect();
+
     let table_privileges = statement(format!(
         "SELECT t.schema, t.name, g.rolname::text AS grantee, a.privilege_type AS privilege
          FROM {TABLES}
@@ -620,6 +922,10 @@ async fn read_on(
         tables: table_states,
         columns: tenant_columns,
         policies,
+        policy_reach,
+        setting_defaults,
+        unmarked,
+        cross_tenant_keys,
         table_privileges,
         sequences,
         sequence_privileges,

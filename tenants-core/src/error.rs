@@ -86,7 +86,7 @@ fn database_hint(error: &diesel::result::Error) -> &'static str {
         diesel::result::Error::DatabaseError(_, info)
             if info.message().starts_with("permission denied for table") =>
         {
-            "\nhint: tenant transactions run as the tenant role, which reads only #[with_rls] tables (through their policies) and #[shared] ones; mark this table #[with_rls] (rows per tenant) or #[tenants_core::shared] (read by every tenant), then run `tenants generate`"
+            "\nhint: tenant transactions run as the tenant role, which reads only #[with_rls] tables (through their policies) and #[shared] ones; if this table's rows belong to a tenant, mark it #[with_rls] (a join table too: give it the tenant column), then run `tenants generate`; #[tenants_core::shared] is only for data every tenant may read, all of it"
         }
         _ => "",
     }

@@ -107,6 +107,8 @@ fn blocks(finding: &Finding) -> bool {
             | Finding::ColumnMissing { .. }
             | Finding::ColumnTypeMismatch { .. }
             | Finding::PermissivePolicy { .. }
+            | Finding::TenantColumnCollation { .. }
+            | Finding::SettingDefault { .. }
             | Finding::RoleBypassesRls { .. }
             | Finding::SharedTableMissing { .. }
             | Finding::SetCommandsNotPropagated { .. }
@@ -383,6 +385,8 @@ fn table_changes(
             | Finding::ColumnMissing { .. }
             | Finding::ColumnTypeMismatch { .. }
             | Finding::PermissivePolicy { .. }
+            | Finding::TenantColumnCollation { .. }
+            | Finding::SettingDefault { .. }
             | Finding::RoleBypassesRls { .. }
             | Finding::SharedTableMissing { .. }
             | Finding::NoTablesMarked
@@ -392,7 +396,10 @@ fn table_changes(
             | Finding::SetCommandsNotPropagated { .. }
             | Finding::NotDistributedByTenant { .. }
             | Finding::NotColocated { .. }
-            | Finding::SharedNotReference { .. } => {}
+            | Finding::SharedNotReference { .. }
+            | Finding::UnmarkedTable { .. } => {}
+            // Warnings: `tenants generate --tenant-keys` writes their migration on request.
+            Finding::CrossTenantReference(..) => {}
         }
     }
 

@@ -7,7 +7,7 @@
 
 use crate::config::Config;
 use crate::registry::TenantSqlType;
-pub use crate::spec::{Grantee, PolicyDef, QualifiedName, TableSpec};
+pub use crate::spec::{Grantee, PolicyDef, QualifiedName, TableSpec, TenantForeignKey};
 use crate::tenant::{quote_ident, quote_literal};
 
 /// One step of a migration, with an exact inverse.
@@ -114,6 +114,18 @@ pub enum Change {
         /// The tenant column.
         column: String,
     },
+    /// `UNIQUE (tenant, ...)` on a marked table referenced by a foreign key of another
+    /// marked table: the target a tenant-consistent (composite) foreign key needs.
+    AddTenantUnique {
+        /// The referenced table.
+        table: QualifiedName,
+        /// Its tenant column, then the referenced columns.
+        columns: Vec<String>,
+    },
+    /// A foreign key between marked tables replaced by one carrying the tenant columns
+    /// on both sides (same name, same actions): a row can then reference, cascade into
+    /// and block only rows of its own tenant.
+    TenantForeignKey(Box<TenantForeignKey>),
     /// A change the database already has, replayed for a fresh server: `up` applies it
     /// idempotently (roles are created only when missing; grants are idempotent), `down`
     /// leaves it alone, since this migration did not make it.
@@ -463,6 +475,8 @@ impl Change {
                 "ALTER TABLE {table} ALTER COLUMN {} SET NOT NULL;",
                 quote_ident(column)
             ),
+            Change::AddTenantUnique { table, columns } => tenant_unique_sql(table, columns),
+            Change::TenantForeignKey(key) => tenant_key_sql(key),
             Change::Ensure(change) => ensure_sql(config, change),
             Change::Undo(change) => change.down(config),
         }
@@ -539,6 +553,19 @@ impl Change {
                 "ALTER TABLE {table} ALTER COLUMN {} DROP NOT NULL;",
                 quote_ident(column)
             ),
+            Change::AddTenantUnique { table, columns } => format!(
+                "ALTER TABLE {table} DROP CONSTRAINT {};",
+                quote_ident(&tenant_unique_name(table, columns))
+            ),
+            Change::TenantForeignKey(key) => format!(
+                "ALTER TABLE {} DROP CONSTRAINT {name},\n  ADD CONSTRAINT {name} FOREIGN KEY ({}) REFERENCES {} ({}){};",
+                key.table,
+                quoted_list(&key.columns),
+                key.parent,
+                quoted_list(&key.parent_columns),
+                key.original_actions,
+                name = quote_ident(&key.name),
+            ),
             Change::Ensure(change) => match &**change {
                 Change::CreateRole { role } => {
                     format!("-- kept: role {} (it existed before)", quote_ident(role))
@@ -548,6 +575,81 @@ impl Change {
             Change::Undo(change) => change.up(config),
         }
     }
+}
+
+/// `ALTER TABLE .. ADD CONSTRAINT .. UNIQUE (tenant, ..)`: [`Change::AddTenantUnique`].
+pub fn tenant_unique_sql(table: &QualifiedName, columns: &[String]) -> String {
+    format!(
+        "ALTER TABLE {table} ADD CONSTRAINT {} UNIQUE ({});",
+        quote_ident(&tenant_unique_name(table, columns)),
+        quoted_list(columns)
+    )
+}
+
+/// The foreign key replaced by its tenant-consistent form: [`Change::TenantForeignKey`].
+pub fn tenant_key_sql(key: &TenantForeignKey) -> String {
+    format!(
+        "ALTER TABLE {} DROP CONSTRAINT {name},\n  ADD CONSTRAINT {name} FOREIGN KEY ({}, {}) REFERENCES {} ({}, {}){};",
+        key.table,
+        quote_ident(&key.tenant_column),
+        quoted_list(&key.columns),
+        key.parent,
+        quote_ident(&key.parent_tenant_column),
+        quoted_list(&key.parent_columns),
+        key.actions,
+        name = quote_ident(&key.name),
+    )
+}
+
+/// The parent's unique key a tenant-consistent `key` needs: its tenant column, then the
+/// referenced columns.
+pub fn tenant_unique_columns(key: &TenantForeignKey) -> Vec<String> {
+    std::iter::once(key.parent_tenant_column.clone())
+        .chain(key.parent_columns.iter().cloned())
+        .collect()
+}
+
+/// `"a", "b"`.
+fn quoted_list(names: &[String]) -> String {
+    names
+        .iter()
+        .map(|n| quote_ident(n))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The name of the unique key [`Change::AddTenantUnique`] adds, as PostgreSQL would name it
+/// (`<table>_<columns>_key`), cut to the 63 bytes of an identifier.
+pub fn tenant_unique_name(table: &QualifiedName, columns: &[String]) -> String {
+    let mut name = format!("{}_{}_key", table.name, columns.join("_"));
+    if name.len() > 63 {
+        let mut end = 63;
+        while !name.is_char_boundary(end) {
+            end -= 1;
+        }
+        name.truncate(end);
+    }
+    name
+}
+
+/// The changes that make `keys` tenant-consistent: each parent's missing unique key once,
+/// then each foreign key replaced (what `tenants generate --tenant-keys` writes).
+pub fn tenant_keys(keys: &[TenantForeignKey]) -> Vec<Change> {
+    let mut changes: Vec<Change> = Vec::new();
+    for key in keys.iter().filter(|k| !k.parent_has_unique) {
+        let unique = Change::AddTenantUnique {
+            table: key.parent.clone(),
+            columns: tenant_unique_columns(key),
+        };
+        if !changes.contains(&unique) {
+            changes.push(unique);
+        }
+    }
+    changes.extend(
+        keys.iter()
+            .map(|k| Change::TenantForeignKey(Box::new(k.clone()))),
+    );
+    changes
 }
 
 /// The `up.sql` of `changes`: each change's statement, in order, one per line.

@@ -123,3 +123,33 @@ impl fmt::Display for PolicyDef {
         Ok(())
     }
 }
+
+/// A foreign key between two marked tables that does not pair their tenant columns, and
+/// what makes it tenant-consistent: the tenant columns prepended on both sides, its
+/// actions kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantForeignKey {
+    /// The referencing (child) table.
+    pub table: QualifiedName,
+    /// The constraint's name (kept by the replacement).
+    pub name: String,
+    /// The child's tenant column.
+    pub tenant_column: String,
+    /// The referencing columns, in order.
+    pub columns: Vec<String>,
+    /// The referenced (parent) table.
+    pub parent: QualifiedName,
+    /// The parent's tenant column.
+    pub parent_tenant_column: String,
+    /// The referenced columns, in order.
+    pub parent_columns: Vec<String>,
+    /// What follows the referenced columns in the new definition: `MATCH`, `ON UPDATE`,
+    /// `ON DELETE` (a `SET NULL`/`SET DEFAULT` limited to the original columns, so that the
+    /// tenant column is never cleared), `DEFERRABLE`, `NOT VALID`; empty for the defaults.
+    pub actions: String,
+    /// The original key's actions, rendered the same way: what `down` restores.
+    pub original_actions: String,
+    /// Whether the parent already has a unique key on its tenant column and the referenced
+    /// columns, which the composite key needs.
+    pub parent_has_unique: bool,
+}

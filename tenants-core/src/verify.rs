@@ -8,7 +8,7 @@ use crate::catalog::{self, Catalog, Distribution, MarkedTable, PolicyDef, ProbeK
 use crate::config::Config;
 use crate::policy::{SEQUENCE_PRIVILEGES, TABLE_PRIVILEGES};
 use crate::registry::{RlsTable, SharedTable, TenantSqlType};
-use crate::spec::QualifiedName;
+use crate::spec::{QualifiedName, TenantForeignKey};
 
 /// How much a finding matters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -175,6 +175,47 @@ pub enum Finding {
         /// Why.
         bypass: Bypass,
     },
+    /// The tenant column has a nondeterministic collation (a case-insensitive ICU one):
+    /// the policy's `=` then matches ids that differ, and tenant `ACME` reads `acme`'s rows.
+    TenantColumnCollation {
+        /// The table.
+        table: QualifiedName,
+        /// The tenant column.
+        column: String,
+        /// Its type, as `format_type` prints it.
+        type_name: String,
+        /// The collation.
+        collation: String,
+    },
+    /// Sessions start with the tenant setting set (or as the admin role) by `ALTER
+    /// DATABASE/ROLE ... SET`: an unscoped query sees that tenant's rows (or every tenant's),
+    /// and a pool refuses such connections as dirty.
+    SettingDefault {
+        /// The database it applies to (`None`: every database).
+        database: Option<String>,
+        /// The role it applies to (`None`: every role).
+        role: Option<String>,
+        /// The setting.
+        setting: String,
+        /// Its value.
+        value: String,
+    },
+    /// A foreign key between marked tables without the tenant column (a warning: isolation
+    /// of reads holds, but a tenant can insert a row referencing another tenant's row, the
+    /// other tenant's `ON DELETE CASCADE` then deletes it, and it blocks the other's
+    /// deletes and purges).
+    CrossTenantReference(Box<TenantForeignKey>),
+    /// A table neither marked nor `#[shared]` that has a column named like a tenant column
+    /// (a forgotten mark), or that our roles can read or write (every tenant then sees all
+    /// of it). A warning: a binary that links only some crates' marks cannot tell.
+    UnmarkedTable {
+        /// The table.
+        table: QualifiedName,
+        /// Its column named like a marked table's tenant column, if any.
+        tenant_column: Option<String>,
+        /// Our roles that can read or write it.
+        granted_to: Vec<String>,
+    },
     /// A table declared `#[shared]` does not exist.
     SharedTableMissing {
         /// The table.
@@ -282,6 +323,76 @@ impl Finding {
             Finding::RoleBypassesRls { role, .. } => format!(
                 "as a superuser: `ALTER ROLE \"{role}\" NOSUPERUSER NOBYPASSRLS;`"
             ),
+            Finding::TenantColumnCollation {
+                table,
+                column,
+                type_name,
+                ..
+            } => format!(
+                "compare tenant ids byte for byte: `ALTER TABLE {table} ALTER COLUMN {} TYPE {type_name} COLLATE \"default\";` (PostgreSQL refuses while a policy uses the column: drop the table's isolation policy first, `tenants generate` recreates it)",
+                crate::tenant::quote_ident(column)
+            ),
+            Finding::SettingDefault {
+                database,
+                role,
+                setting,
+                ..
+            } => {
+                let target = match (database, role) {
+                    (Some(d), Some(r)) => format!(
+                        "ROLE {} IN DATABASE {}",
+                        crate::tenant::quote_ident(r),
+                        crate::tenant::quote_ident(d)
+                    ),
+                    (None, Some(r)) => format!("ROLE {}", crate::tenant::quote_ident(r)),
+                    (Some(d), None) => format!("DATABASE {}", crate::tenant::quote_ident(d)),
+                    (None, None) => "SYSTEM".to_string(),
+                };
+                format!(
+                    "sessions must start without it (the scopes set it per transaction): `ALTER {target} RESET {};`",
+                    crate::tenant::quote_ident(setting)
+                )
+            }
+            Finding::CrossTenantReference(key) => {
+                let unique = if key.parent_has_unique {
+                    String::new()
+                } else {
+                    crate::policy::tenant_unique_sql(
+                        &key.parent,
+                        &crate::policy::tenant_unique_columns(key),
+                    ) + "\n    "
+                };
+                format!(
+                    "make it carry the tenant column (`tenants generate --tenant-keys` writes this as a migration):\n    {unique}{}",
+                    crate::policy::tenant_key_sql(key).replace("\n  ", "\n      ")
+                )
+            }
+            Finding::UnmarkedTable {
+                table,
+                tenant_column,
+                granted_to,
+            } => {
+                let revoke = if granted_to.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "; otherwise revoke it: `REVOKE ALL ON {table} FROM {}, PUBLIC;`",
+                        granted_to
+                            .iter()
+                            .map(|r| crate::tenant::quote_ident(r))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                };
+                let join = if tenant_column.is_none() {
+                    " (a join table of tenant rows too: give it the tenant column)"
+                } else {
+                    ""
+                };
+                format!(
+                    "if its rows belong to a tenant, mark it #[with_rls]{join} and run `tenants generate`; only data every tenant may read is #[tenants_core::shared]{revoke}"
+                )
+            }
             Finding::SharedTableMissing { .. } => {
                 "create the table first (`diesel migration run`), or remove its #[shared] mark".to_string()
             }
@@ -326,7 +437,9 @@ impl Finding {
             | Finding::RoleCanLogin { .. }
             | Finding::NotDistributedByTenant { .. }
             | Finding::NotColocated { .. }
-            | Finding::SharedNotReference { .. } => Severity::Warning,
+            | Finding::SharedNotReference { .. }
+            | Finding::CrossTenantReference(..)
+            | Finding::UnmarkedTable { .. } => Severity::Warning,
             _ => Severity::Error,
         }
     }
@@ -427,6 +540,63 @@ impl fmt::Display for Finding {
                 "role \"{role}\" is {}: transactions running as it are not subject to RLS",
                 bypass.describe()
             ),
+            Finding::TenantColumnCollation {
+                table,
+                column,
+                collation,
+                ..
+            } => write!(
+                f,
+                "{table}: tenant column \"{column}\" has the nondeterministic collation \"{collation}\": tenant ids that compare equal (ACME, acme) share their rows"
+            ),
+            Finding::SettingDefault {
+                database,
+                role,
+                setting,
+                value,
+            } => {
+                let scope = match (database, role) {
+                    (Some(d), Some(r)) => format!("role \"{r}\" in database \"{d}\""),
+                    (None, Some(r)) => format!("role \"{r}\""),
+                    (Some(d), None) => format!("database \"{d}\""),
+                    (None, None) => "every session".to_string(),
+                };
+                write!(
+                    f,
+                    "{scope} sets {setting} = '{value}' for every session: unscoped queries run with it"
+                )
+            }
+            Finding::CrossTenantReference(key) => write!(
+                f,
+                "warning: {}: foreign key \"{}\" references {} without the tenant column: a tenant can reference another tenant's row, cascade into it and block its deletes",
+                key.table, key.name, key.parent
+            ),
+            Finding::UnmarkedTable {
+                table,
+                tenant_column,
+                granted_to,
+            } => {
+                let what = match tenant_column {
+                    Some(column) => format!("has a tenant column \"{column}\""),
+                    None => "holds rows".to_string(),
+                };
+                let who = if granted_to.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        ", and {} can read or write all of it",
+                        granted_to
+                            .iter()
+                            .map(|r| format!("\"{r}\""))
+                            .collect::<Vec<_>>()
+                            .join(" and ")
+                    )
+                };
+                write!(
+                    f,
+                    "warning: {table}: {what} but is neither #[with_rls] nor #[shared]{who}"
+                )
+            }
             Finding::SharedTableMissing { table } => {
                 write!(f, "{table}: shared table does not exist")
             }
@@ -598,6 +768,12 @@ pub fn compare(config: &Config, tables: &[MarkedTable], catalog: &Catalog) -> Ve
             .push(p);
     }
 
+    let reaching: HashSet<(&str, &str, &str)> = catalog
+        .policy_reach
+        .iter()
+        .map(|r| (r.schema.as_str(), r.table.as_str(), r.policy.as_str()))
+        .collect();
+
     if tables.is_empty() {
         findings.push(Finding::NoTablesMarked);
     }
@@ -629,6 +805,17 @@ pub fn compare(config: &Config, tables: &[MarkedTable], catalog: &Catalog) -> Ve
             .map(|m| Finding::RoleNotGranted {
                 role: m.role.clone(),
                 login: m.member.clone(),
+            }),
+    );
+    findings.extend(
+        catalog
+            .setting_defaults
+            .iter()
+            .map(|d| Finding::SettingDefault {
+                database: d.database.clone(),
+                role: d.role.clone(),
+                setting: d.setting.clone(),
+                value: d.value.clone(),
             }),
     );
     findings.extend(catalog.schema_usage.iter().filter(|u| !u.usage).map(|u| {
@@ -685,6 +872,14 @@ pub fn compare(config: &Config, tables: &[MarkedTable], catalog: &Catalog) -> Ve
                         actual: c.default.clone(),
                     });
                 }
+                if let Some(collation) = &c.nondeterministic_collation {
+                    findings.push(Finding::TenantColumnCollation {
+                        table: name.clone(),
+                        column: marked.key.column.clone(),
+                        type_name: c.type_name.clone(),
+                        collation: collation.clone(),
+                    });
+                }
             }
         }
         if !state.rls_enabled {
@@ -720,18 +915,16 @@ pub fn compare(config: &Config, tables: &[MarkedTable], catalog: &Catalog) -> Ve
             );
         }
 
-        // Permissive policies are ORed: any other one that applies to our roles lets its
-        // rows through to every tenant. (Restrictive ones are ANDed: harmless.)
+        // Permissive policies are ORed: any other one that applies to our roles (by name,
+        // through PUBLIC or by membership) lets its rows through to every tenant.
+        // (Restrictive ones are ANDed: harmless.)
         for policy in on_table {
-            let applies_to_us = policy
-                .def
-                .roles
-                .iter()
-                .any(|r| r == "public" || our_roles.contains(&r.as_str()));
-            if !our_policies.contains(&policy.name.as_str())
-                && policy.def.permissive == "PERMISSIVE"
-                && applies_to_us
-            {
+            let applies_to_us = reaching.contains(&(
+                name.schema.as_str(),
+                name.name.as_str(),
+                policy.name.as_str(),
+            ));
+            if !our_policies.contains(&policy.name.as_str()) && applies_to_us {
                 findings.push(Finding::PermissivePolicy {
                     table: name.clone(),
                     policy: policy.name.clone(),
@@ -792,6 +985,31 @@ pub fn compare(config: &Config, tables: &[MarkedTable], catalog: &Catalog) -> Ve
             });
         }
     }
+
+    findings.extend(
+        catalog
+            .cross_tenant_keys
+            .iter()
+            .map(|k| Finding::CrossTenantReference(Box::new(k.clone()))),
+    );
+    // A table carrying our policies is named above, as lost marks.
+    let policed: HashSet<(&str, &str)> = catalog
+        .policies
+        .iter()
+        .filter(|p| our_policies.contains(&p.name.as_str()))
+        .map(|p| (p.schema.as_str(), p.table.as_str()))
+        .collect();
+    findings.extend(
+        catalog
+            .unmarked
+            .iter()
+            .filter(|t| !policed.contains(&(t.schema.as_str(), t.name.as_str())))
+            .map(|t| Finding::UnmarkedTable {
+                table: QualifiedName::new(&t.schema, &t.name),
+                tenant_column: t.tenant_column.clone(),
+                granted_to: t.granted_to.clone(),
+            }),
+    );
 
     for shared in &catalog.shared {
         let table = QualifiedName::new(&shared.schema, &shared.name);
