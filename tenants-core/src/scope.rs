@@ -31,25 +31,38 @@ impl Scope {
     /// session-level `SET ROLE` or `set_config(.., false)` that earlier code left on the
     /// connection: this is why [`crate::TenantPool`] checks no connection before it.
     ///
-    /// In Citus mode the batch first sets `citus.propagate_set_commands` to `local`, so
-    /// that the role and the tenant reach the workers the transaction touches.
+    /// In Citus mode the batch first sets `citus.propagate_set_commands` to `local` (never
+    /// propagated itself), then sets the role and the tenant from a `DO` block, one
+    /// `EXECUTE` each. Citus propagates a `SET LOCAL` by re-sending the source text it was
+    /// given (`queryString` of its utility hook) to each worker connection of the
+    /// transaction; for a statement of a multi-statement message that text is the WHOLE
+    /// message, so a plain batch would reach every worker connection once per propagated
+    /// `SET` with its `BEGIN` (a warning each) and anything else in it run again. The
+    /// source text of an `EXECUTE` is that one statement, so the workers receive exactly
+    /// `SET LOCAL ROLE ...;SET LOCAL <setting> = ...;`, still in one round trip.
     pub fn begin_sql(&self, config: &Config) -> String {
-        let citus = if config.citus() {
-            crate::config::CITUS_BEGIN_PREFIX
-        } else {
-            ""
-        };
-        let (role, tenant) = match self {
+        let (role, value) = match self {
             Scope::Tenant(tenant) => (config.tenant_role(), escape_literal(tenant.as_str())),
             // The setting is cleared too: the batch is self-sufficient, overriding a
             // session-level `set_config(.., false)` left on the connection.
             Scope::Admin => (config.admin_role(), "''".to_string()),
         };
-        format!(
-            "BEGIN; {citus}SET LOCAL ROLE {}; SET LOCAL {} = {tenant}",
-            quote_ident(role),
-            quote_ident(config.setting())
-        )
+        let role = format!("SET LOCAL ROLE {}", quote_ident(role));
+        let setting = format!("SET LOCAL {} = {value}", quote_ident(config.setting()));
+        if config.citus() {
+            let body = format!(
+                "BEGIN EXECUTE {}; EXECUTE {}; END",
+                escape_literal(&role),
+                escape_literal(&setting)
+            );
+            format!(
+                "BEGIN; {}DO {}",
+                crate::config::CITUS_BEGIN_PREFIX,
+                escape_literal(&body)
+            )
+        } else {
+            format!("BEGIN; {role}; {setting}")
+        }
     }
 }
 
@@ -72,15 +85,16 @@ mod tests {
     }
 
     #[test]
-    fn citus_mode_propagates_the_sets_first() -> Result<(), crate::InvalidTenantId> {
+    fn citus_mode_sets_role_and_tenant_each_with_its_own_source_text()
+    -> Result<(), crate::InvalidTenantId> {
         let config = Config::default().with_citus(true);
         assert_eq!(
-            Scope::Tenant(Tenant::new("acme")?).begin_sql(&config),
-            r#"BEGIN; SET LOCAL citus.propagate_set_commands = 'local'; SET LOCAL ROLE "tenants_user"; SET LOCAL "tenants.current_tenant" = E'acme'"#
+            Scope::Tenant(Tenant::new(r"o'b\n")?).begin_sql(&config),
+            r#"BEGIN; SET LOCAL citus.propagate_set_commands = 'local'; DO E'BEGIN EXECUTE E''SET LOCAL ROLE "tenants_user"''; EXECUTE E''SET LOCAL "tenants.current_tenant" = E''''o''''''''b\\\\\\\\n''''''; END'"#
         );
         assert_eq!(
             Scope::Admin.begin_sql(&config),
-            r#"BEGIN; SET LOCAL citus.propagate_set_commands = 'local'; SET LOCAL ROLE "tenants_admin"; SET LOCAL "tenants.current_tenant" = ''"#
+            r#"BEGIN; SET LOCAL citus.propagate_set_commands = 'local'; DO E'BEGIN EXECUTE E''SET LOCAL ROLE "tenants_admin"''; EXECUTE E''SET LOCAL "tenants.current_tenant" = ''''''''''; END'"#
         );
         Ok(())
     }
