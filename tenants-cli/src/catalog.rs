@@ -81,6 +81,36 @@ struct Session {
     count: StatementCount,
 }
 
+/// A connection to `database_url`, its failure one line naming the target.
+pub async fn connect(database_url: &str) -> Result<AsyncPgConnection, DatabaseError> {
+    tenants_core::establish(database_url)
+        .await
+        .map_err(|e| match e {
+            tenants_core::Error::Connect { target, reason } => DatabaseError::Connect {
+                target,
+                reason: one_line(reason),
+            },
+            other => DatabaseError::Connect {
+                target: "the database".into(),
+                reason: one_line(other),
+            },
+        })
+}
+
+/// Whether the server at `database_url` is to be worked with in Citus mode
+/// ([`crate::citus_mode`]), read on `conn` from its catalog.
+pub async fn citus_mode(
+    options: &Options,
+    database_url: &str,
+    conn: &mut AsyncPgConnection,
+    usage: crate::Use,
+) -> Result<bool, CliError> {
+    let version = core_catalog::citus_version(conn)
+        .await
+        .map_err(|e| DatabaseError::Query(one_line(e)))?;
+    crate::citus_mode(options, database_url, version.as_deref(), usage)
+}
+
 impl Session {
     fn open(options: &Options) -> Result<Self, CliError> {
         let config = crate::config(options)?;
@@ -92,22 +122,18 @@ impl Session {
             .build()
             .map_err(|e| DatabaseError::Runtime(e.to_string()))?;
         let count = StatementCount::default();
-        let (conn, tables) = runtime.block_on(async {
-            let mut conn = tenants_core::establish(&settings.database_url)
-                .await
-                .map_err(|e| match e {
-                    tenants_core::Error::Connect { target, reason } => DatabaseError::Connect {
-                        target,
-                        reason: one_line(reason),
-                    },
-                    other => DatabaseError::Connect {
-                        target: "the database".into(),
-                        reason: one_line(other),
-                    },
-                })?;
+        let (conn, tables, config) = runtime.block_on(async {
+            let mut conn = connect(&settings.database_url).await?;
             conn.set_instrumentation(count.clone());
+            let citus = citus_mode(
+                options,
+                &settings.database_url,
+                &mut conn,
+                crate::Use::Contract,
+            )
+            .await?;
             let tables = resolve_types(&mut conn, marked).await?;
-            Ok::<_, DatabaseError>((conn, tables))
+            Ok::<_, CliError>((conn, tables, config.with_citus(citus)))
         })?;
         // Stated once connected, so that an error stays one line.
         eprintln!("{}", marks.summary());

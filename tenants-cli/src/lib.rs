@@ -123,8 +123,12 @@ pub struct Options {
     /// The transaction-local setting holding the current tenant.
     #[arg(long, default_value = "tenants.current_tenant")]
     pub setting: String,
-    /// Citus mode (`Config::with_citus`): policies without subqueries, roles that may log
-    /// in on the workers; the application's `Config` must say the same.
+    /// Citus mode (`Config::with_citus`: policies without subqueries, roles that may log
+    /// in on the workers) on a server that is NOT a Citus coordinator: diff, generate,
+    /// check and audit then write and check the Citus form in a development database for a
+    /// cluster (the form is valid on PostgreSQL too: the one real choice). On a Citus
+    /// coordinator Citus mode is read from the server, with or without this flag; list,
+    /// export, import and purge refuse it on any other server (they act on its rows).
     #[arg(long)]
     pub citus: bool,
 }
@@ -181,6 +185,15 @@ pub enum CliError {
     /// The database could not be reached or read.
     #[error("{0}")]
     Database(#[from] catalog::DatabaseError),
+    /// `--citus` for a command that acts on the server's rows, and the server is not a
+    /// Citus coordinator: most likely the wrong server.
+    #[error(
+        "--citus, but {target} is not a Citus coordinator (its database has no citus extension)\nhint: point --database-url at the coordinator, or drop --citus; on a coordinator Citus mode is read from the server"
+    )]
+    NotCitus {
+        /// Database, host and port, and user.
+        target: String,
+    },
     /// No migration may be written: nothing marked, the database lacks what the code
     /// marks, something a migration must not decide, or RLS would be removed unasked.
     #[error("{0}")]
@@ -317,13 +330,41 @@ fn audit_command(options: &Options, login: Option<&str>) -> Result<ExitCode, Cli
     Ok(ExitCode::from(1))
 }
 
-/// The configuration the options name.
+/// The names the options give, Citus mode off: [`citus_mode`] decides it, with the server.
 pub fn config(options: &Options) -> Result<Config, tenants_core::ConfigError> {
-    Ok(Config::default()
+    Config::default()
         .with_tenant_role(&options.tenant_role)?
         .with_admin_role(&options.admin_role)?
-        .with_setting(&options.setting)?
-        .with_citus(options.citus))
+        .with_setting(&options.setting)
+}
+
+/// What a command does with the server, for [`citus_mode`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Use {
+    /// Reads the catalog and writes or checks the contract (diff, generate, check, audit).
+    Contract,
+    /// Reads or changes a tenant's rows (list, export, import, purge).
+    Rows,
+}
+
+/// Citus mode, from the server's catalog (`citus_version`: its Citus extension, if any):
+/// on a Citus coordinator always on (off, the workers would get no tenant and a command
+/// would report success over nothing). Elsewhere `--citus` turns it on for the contract
+/// (a development database for a cluster) and is refused for rows.
+pub fn citus_mode(
+    options: &Options,
+    database_url: &str,
+    citus_version: Option<&str>,
+    usage: Use,
+) -> Result<bool, CliError> {
+    match (citus_version, options.citus, usage) {
+        (Some(_), _, _) => Ok(true),
+        (None, true, Use::Rows) => Err(CliError::NotCitus {
+            target: tenants_core::describe_target(database_url)
+                .unwrap_or_else(|_| "the database".into()),
+        }),
+        (None, flag, _) => Ok(flag),
+    }
 }
 
 fn changes(diff: &DiffArgs) -> Result<(Config, Vec<Change>), CliError> {
@@ -334,4 +375,42 @@ fn changes(diff: &DiffArgs) -> Result<(Config, Vec<Change>), CliError> {
         state.plan(diff.plan.allow_unmark)?.changes
     };
     Ok((state.config, changes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(citus: bool) -> Options {
+        let flag: &[&str] = if citus { &["--citus"] } else { &[] };
+        match Cli::parse_from([&["tenants", "check"][..], flag].concat()).command {
+            Command::Check { options, .. } => options,
+            _ => unreachable!("parsed check"),
+        }
+    }
+
+    #[test]
+    fn citus_mode_is_the_servers_and_the_flag_only_a_choice_for_the_contract() {
+        let url = "postgres://app@db:5432/shop";
+        for usage in [Use::Contract, Use::Rows] {
+            for flag in [false, true] {
+                assert!(matches!(
+                    citus_mode(&options(flag), url, Some("13.2-1"), usage),
+                    Ok(true)
+                ));
+            }
+            assert!(matches!(
+                citus_mode(&options(false), url, None, usage),
+                Ok(false)
+            ));
+        }
+        assert!(matches!(
+            citus_mode(&options(true), url, None, Use::Contract),
+            Ok(true)
+        ));
+        assert!(matches!(
+            citus_mode(&options(true), url, None, Use::Rows),
+            Err(CliError::NotCitus { target }) if target.contains("\"shop\" on db:5432")
+        ));
+    }
 }

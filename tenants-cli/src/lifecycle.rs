@@ -139,6 +139,20 @@ fn execute(command: Command) -> Result<ExitCode, Failure> {
         .build()
         .map_err(Failure::Runtime)?;
     runtime.block_on(async {
+        // Citus mode from the server's catalog: outside it a coordinator's workers get no
+        // tenant, and every command would report success over zero rows.
+        let mut conn = crate::catalog::connect(&settings.database_url)
+            .await
+            .map_err(CliError::from)?;
+        let citus = crate::catalog::citus_mode(
+            &options,
+            &settings.database_url,
+            &mut conn,
+            crate::Use::Rows,
+        )
+        .await?;
+        drop(conn);
+        let config = config.with_citus(citus);
         let pool = TenantPool::connect_with(
             &settings.database_url,
             config,

@@ -114,6 +114,48 @@ fn switching_citus_mode_writes_the_replacing_migration() {
     fx.revert_all();
 }
 
+/// Citus mode is the server's: `--citus` for a command that acts on rows is refused on a
+/// server without Citus (most likely the wrong server), with the reason, changing nothing;
+/// for the contract it stays a choice (writing the Citus form in a development database).
+#[test]
+fn row_commands_refuse_citus_on_a_server_without_citus() {
+    let fx = Fixture::new();
+    fx.migration("2026-01-01-000000_create", TODO_UP, TODO_DOWN);
+    fx.migrate();
+    fx.source(TODO_MARKED);
+    let out = fx.dir.join("export");
+    for args in [
+        &[
+            "export",
+            "--citus",
+            "--tenant",
+            "acme",
+            "--out",
+            out.to_str().expect("utf-8"),
+        ][..],
+        &["purge", "--citus", "--tenant", "acme", "--yes"][..],
+        &["list", "--citus"][..],
+    ] {
+        let run = fx.tenants(args);
+        assert_eq!(run.code, 2, "{args:?}: {}{}", run.stdout, run.stderr);
+        assert!(
+            run.stderr.contains("--citus, but the database")
+                && run.stderr.contains("is not a Citus coordinator"),
+            "{args:?}: {}",
+            run.stderr
+        );
+        assert_eq!(run.stdout, "", "{args:?}");
+    }
+    assert!(!out.exists(), "nothing written");
+    let diff = fx.tenants(&["diff", "--citus"]);
+    assert_eq!(diff.code, 0, "{}", diff.stderr);
+    assert!(
+        diff.stdout.contains("NULLIF(current_setting("),
+        "{}",
+        diff.stdout
+    );
+}
+
 #[tenants_core::with_rls]
 diesel::table! {
     todo_item (id) {
@@ -263,4 +305,235 @@ fn citus_generate_full_applies_on_the_coordinator_and_the_example_isolates() {
         .expect("run tenants")
         .into();
     assert_eq!(check.code, 0, "{}{}", check.stdout, check.stderr);
+}
+
+// ---------------------------------------------------------------------------------------
+// Migrations as diesel applies them (each in one transaction), on any cluster state.
+
+/// A reference table (`#[shared]`) and a distributed marked table with a foreign key into
+/// it, as Citus wants them: the tenant column in the primary key.
+const FK_TABLES_UP: &str = "
+CREATE TABLE plans (code text PRIMARY KEY);
+SELECT create_reference_table('plans');
+CREATE TABLE projects (id serial, tenant text NOT NULL, plan text NOT NULL REFERENCES plans (code), PRIMARY KEY (tenant, id));
+SELECT create_distributed_table('projects', 'tenant');";
+const FK_TABLES_DOWN: &str = "DROP TABLE projects; DROP TABLE plans;";
+/// The same tables, not yet known to Citus.
+const LOCAL_TABLES_UP: &str = "
+CREATE TABLE plans (code text PRIMARY KEY);
+CREATE TABLE projects (id serial, tenant text NOT NULL, plan text NOT NULL REFERENCES plans (code), PRIMARY KEY (tenant, id));";
+/// Distributes [`LOCAL_TABLES_UP`]'s tables (the reference table first: a distributed
+/// table's foreign key may point only into one).
+const DISTRIBUTE_UP: &str = "
+SELECT create_reference_table('plans');
+SELECT create_distributed_table('projects', 'tenant');";
+const DISTRIBUTE_DOWN: &str = "
+SELECT undistribute_table('projects');
+SELECT undistribute_table('plans');";
+const FK_MARKED: &str = "#[tenants_core::with_rls]\ndiesel::table! { projects (id) { id -> Int4, tenant -> Text, plan -> Text } }\n#[tenants_core::shared]\ndiesel::table! { plans (code) { code -> Text } }\n";
+
+/// The names one migration test uses: roles of its own (roles are cluster-wide, and the
+/// tests run at once), each test starting without them.
+struct Names {
+    user: String,
+    admin: String,
+}
+
+const MIGRATION_SETTING: &str = "citus_migration.tenant";
+
+impl Names {
+    fn new(test: &str) -> Self {
+        Self {
+            user: format!("tenants_test_cm_{test}_user"),
+            admin: format!("tenants_test_cm_{test}_admin"),
+        }
+    }
+
+    fn config(&self) -> Config {
+        Config::default()
+            .with_tenant_role(&self.user)
+            .and_then(|c| c.with_admin_role(&self.admin))
+            .and_then(|c| c.with_setting(MIGRATION_SETTING))
+            .expect("names")
+            .with_citus(true)
+    }
+
+    /// The CLI options naming them.
+    fn args(&self) -> [&str; 6] {
+        [
+            "--tenant-role",
+            &self.user,
+            "--admin-role",
+            &self.admin,
+            "--setting",
+            MIGRATION_SETTING,
+        ]
+    }
+
+    fn drop_roles(&self, fx: &Fixture) {
+        fx.drop_roles(&[&self.user, &self.admin]);
+    }
+}
+
+/// `tenants generate` with `names`, into `fx`'s migrations.
+fn generate_contract(fx: &Fixture, names: &Names, name: &str) {
+    // No --citus: Citus mode is read from the server.
+    let generate = ["generate", "--grant-to", "CURRENT_USER", "--name", name];
+    let run = fx.tenants(&[&generate[..], &names.args()].concat());
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+}
+
+/// `tenants check` agrees with the database, and through `TenantPool` each tenant writes
+/// and sees only its own projects while the admin sees both.
+fn projects_isolated(fx: &Fixture, names: &Names) {
+    let check = fx.tenants(&[&["check"][..], &names.args()].concat());
+    assert_eq!(check.code, 0, "{}{}", check.stdout, check.stderr);
+    fx.db
+        .connect()
+        .batch_execute("INSERT INTO plans VALUES ('free') ON CONFLICT DO NOTHING")
+        .expect("a plan");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let pool = TenantPool::connect_with(
+            &fx.db.url(),
+            names.config(),
+            bb8::Pool::builder().max_size(2),
+        )
+        .await
+        .expect("pool");
+        for tenant in ["acme", "globex"] {
+            let mut conn = pool.tenant(tenant).await.expect("tenant");
+            diesel::sql_query("INSERT INTO projects (tenant, plan) VALUES ($1, 'free')")
+                .bind::<diesel::sql_types::Text, _>(tenant)
+                .execute(&mut *conn)
+                .await
+                .expect("insert own project");
+            let seen: i64 = diesel::dsl::select(diesel::dsl::sql::<diesel::sql_types::BigInt>(
+                "(SELECT count(*) FROM projects)",
+            ))
+            .get_result(&mut *conn)
+            .await
+            .expect("count");
+            assert_eq!(seen, 1, "{tenant} sees its own project only");
+            conn.commit().await.expect("commit");
+        }
+        let mut admin = pool.admin().await.expect("admin");
+        let all: i64 = diesel::dsl::select(diesel::dsl::sql::<diesel::sql_types::BigInt>(
+            "(SELECT count(*) FROM projects)",
+        ))
+        .get_result(&mut *admin)
+        .await
+        .expect("admin count");
+        assert_eq!(all, 2);
+        admin.rollback().await.expect("rollback");
+    });
+}
+
+/// `fx`'s tables created by `tables_up` and marked, as a migration applied by diesel.
+fn tables_migrated(fx: &Fixture, tables_up: &str) {
+    fx.migration("2026-01-01-000000_tables", tables_up, FK_TABLES_DOWN);
+    fx.source(FK_MARKED);
+    fx.migrate();
+}
+
+/// [`tables_migrated`], then the contract's migration written by the CLI and applied.
+fn contract_applied(fx: &Fixture, names: &Names, tables_up: &str) {
+    tables_migrated(fx, tables_up);
+    generate_contract(fx, names, "contract");
+    fx.migrate();
+}
+
+/// The first database on a cluster without our roles: the migration creates them.
+#[test]
+#[ignore = "needs TENANTS_CITUS_URL"]
+fn citus_migration_with_fk_into_reference_table_applies_where_the_roles_are_new() {
+    let names = Names::new("new");
+    let fx = Fixture::citus_named("first");
+    names.drop_roles(&fx);
+    contract_applied(&fx, &names, FK_TABLES_UP);
+    projects_isolated(&fx, &names);
+}
+
+/// A second database, where our roles exist already: the migration only grants, and the
+/// reference table's grants follow the distributed table's parallel DDL in one
+/// transaction (refused by Citus unless the migration runs sequentially).
+#[test]
+#[ignore = "needs TENANTS_CITUS_URL"]
+fn citus_migration_with_fk_into_reference_table_applies_where_the_roles_exist() {
+    let names = Names::new("exist");
+    let first = Fixture::citus_named("first");
+    let second = Fixture::citus_named("second");
+    names.drop_roles(&first);
+    for fx in [&first, &second] {
+        contract_applied(fx, &names, FK_TABLES_UP);
+        projects_isolated(fx, &names);
+    }
+    second.revert_all();
+}
+
+/// Tables put under the contract while local, distributed by a later migration: the new
+/// shards carry RLS, the policies and the grants.
+#[test]
+#[ignore = "needs TENANTS_CITUS_URL"]
+fn citus_migration_then_distribution_keeps_the_contract() {
+    let names = Names::new("later");
+    let fx = Fixture::citus_named("later");
+    names.drop_roles(&fx);
+    contract_applied(&fx, &names, LOCAL_TABLES_UP);
+    fx.migration(
+        "2099-01-01-000000_distribute",
+        DISTRIBUTE_UP,
+        DISTRIBUTE_DOWN,
+    );
+    fx.migrate();
+    projects_isolated(&fx, &names);
+}
+
+/// The diesel CLI: `diesel migration run`, or why it cannot run.
+fn diesel_cli() -> std::process::Command {
+    let diesel = std::env::var("DIESEL").unwrap_or_else(|_| "diesel".into());
+    match std::process::Command::new(&diesel)
+        .arg("--version")
+        .output()
+    {
+        Ok(out) if out.status.success() => std::process::Command::new(diesel),
+        _ => panic!(
+            "cannot run {diesel:?}\nhint: cargo install diesel_cli --no-default-features --features postgres (or set DIESEL to its path)"
+        ),
+    }
+}
+
+/// The real `diesel migration run` applies a CLI-written migration for tables with a
+/// foreign key into a reference table, on a cluster where our roles exist.
+#[test]
+#[ignore = "needs TENANTS_CITUS_URL"]
+fn citus_diesel_migration_run_applies_the_generated_migration_where_the_roles_exist() {
+    let names = Names::new("cli");
+    let first = Fixture::citus_named("first");
+    let fx = Fixture::citus_named("second");
+    names.drop_roles(&first);
+    contract_applied(&first, &names, FK_TABLES_UP);
+    tables_migrated(&fx, FK_TABLES_UP);
+    generate_contract(&fx, &names, "contract");
+    let config_file = fx.dir.join("diesel.toml");
+    std::fs::write(&config_file, "").expect("empty diesel.toml");
+    let out = diesel_cli()
+        .args(["migration", "run", "--database-url", &fx.db.url()])
+        .arg("--migration-dir")
+        .arg(fx.dir.join("migrations"))
+        .arg("--config-file")
+        .arg(&config_file)
+        .current_dir(&fx.dir)
+        .output()
+        .expect("run diesel");
+    assert!(
+        out.status.success(),
+        "diesel migration run: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    projects_isolated(&fx, &names);
 }

@@ -57,6 +57,14 @@ impl Fixture {
         Self::with_db(TestDb::named(&format!("{test}_{suffix}")))
     }
 
+    /// An empty crate and a fresh Citus database (on the coordinator
+    /// `TENANTS_CITUS_URL` names) named after the running test and `suffix`.
+    pub fn citus_named(suffix: &str) -> Self {
+        let thread = std::thread::current();
+        let test = thread.name().unwrap_or("unnamed");
+        Self::with_db(TestDb::citus_named(&format!("{test}_{suffix}")))
+    }
+
     fn with_db(db: TestDb) -> Self {
         let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(db.name());
         if dir.exists() {

@@ -596,6 +596,30 @@ async fn columns_on(
     .await
 }
 
+/// The Citus extension's version in the connected database, `NULL` without it: whether
+/// the server is a Citus coordinator, read by [`read`] and by [`citus_version`].
+const CITUS_VERSION: &str = "SELECT extversion::text FROM pg_extension WHERE extname = 'citus'";
+
+#[derive(QueryableByName)]
+struct CitusVersion {
+    #[diesel(sql_type = Nullable<Text>)]
+    version: Option<String>,
+}
+
+/// The Citus extension's version in the database `conn` is connected to, `None` when it
+/// has none (not a Citus coordinator): one statement, for a caller that needs the mode
+/// before anything else (the CLI decides Citus mode by it, never by a guess).
+#[cfg(feature = "async")]
+#[cfg_attr(docsrs, doc(cfg(feature = "async")))]
+pub async fn citus_version(
+    conn: &mut diesel_async::AsyncPgConnection,
+) -> Result<Option<String>, diesel::result::Error> {
+    statement(format!("SELECT ({CITUS_VERSION}) AS version"))
+        .get_result::<CitusVersion>(conn)
+        .await
+        .map(|row| row.version)
+}
+
 /// Reads the catalog for the marked `tables` and the `shared` ones with `config`'s names,
 /// checking the membership of each of `members` (the connecting role when empty) in our
 /// roles: a fixed number of statements (fourteen reads and a rolled-back probe transaction of two, and
@@ -671,7 +695,7 @@ async fn read_on(
 
     let login_and_server = statement(format!(
         "SELECT session_user::text AS name, rolsuper AS superuser, rolbypassrls AS bypass_rls,
-                (SELECT extversion::text FROM pg_extension WHERE extname = 'citus') AS citus_version,
+                ({CITUS_VERSION}) AS citus_version,
                 current_setting({}, true) AS propagate_set_commands
          FROM pg_roles WHERE rolname = session_user",
         crate::tenant::quote_literal(crate::config::CITUS_PROPAGATE_SET_COMMANDS)

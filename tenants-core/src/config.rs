@@ -14,10 +14,6 @@ pub const MAX_NAME_BYTES: usize = 63;
 /// default, `none`, forwards neither the role nor the tenant).
 pub(crate) const CITUS_PROPAGATE_SET_COMMANDS: &str = "citus.propagate_set_commands";
 
-/// The value of [`CITUS_PROPAGATE_SET_COMMANDS`] that forwards every `SET LOCAL` of a
-/// transaction to the workers it touches.
-pub(crate) const CITUS_PROPAGATE_LOCAL: &str = "local";
-
 /// The first statement of a scoped transaction in Citus mode, before the role and the
 /// tenant are set, so that both reach the workers. A server without Citus accepts it as a
 /// placeholder setting, which ends with the transaction like any `SET LOCAL`.
@@ -334,7 +330,7 @@ mod tests {
     fn the_citus_prefix_sets_propagation_to_local() {
         assert_eq!(
             CITUS_BEGIN_PREFIX,
-            format!("SET LOCAL {CITUS_PROPAGATE_SET_COMMANDS} = '{CITUS_PROPAGATE_LOCAL}'; ")
+            format!("SET LOCAL {CITUS_PROPAGATE_SET_COMMANDS} = 'local'; ")
         );
     }
 }

@@ -38,7 +38,7 @@ pub async fn establish(database_url: &str) -> Result<AsyncPgConnection, Error> {
 /// What `database_url` points at, e.g. `database "app" on localhost:5432 as user "app"`,
 /// for error messages. An unparsable string is an [`Error::Connect`] whose reason is the
 /// parser's (the string itself is not repeated: it may hold a password).
-pub(crate) fn describe_target(database_url: &str) -> Result<String, Error> {
+pub fn describe_target(database_url: &str) -> Result<String, Error> {
     let config = tokio_postgres::Config::from_str(database_url).map_err(|e| Error::Connect {
         target: "the database".into(),
         reason: format!(

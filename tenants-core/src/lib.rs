@@ -66,7 +66,7 @@ pub mod __private;
 pub use config::{Config, ConfigError, MAX_NAME_BYTES};
 #[cfg(feature = "async")]
 #[cfg_attr(docsrs, doc(cfg(feature = "async")))]
-pub use connect::establish;
+pub use connect::{describe_target, establish};
 pub use error::Error;
 #[cfg(feature = "async")]
 #[cfg_attr(docsrs, doc(cfg(feature = "async")))]

@@ -111,7 +111,7 @@ fn blocks(finding: &Finding) -> bool {
             | Finding::SettingDefault { .. }
             | Finding::RoleBypassesRls { .. }
             | Finding::SharedTableMissing { .. }
-            | Finding::SetCommandsNotPropagated { .. }
+            | Finding::CitusModeOff { .. }
     )
 }
 
@@ -393,7 +393,7 @@ fn table_changes(
             | Finding::LoginBypassesRls { .. }
             | Finding::RoleCannotLogin { .. }
             | Finding::RoleCanLogin { .. }
-            | Finding::SetCommandsNotPropagated { .. }
+            | Finding::CitusModeOff { .. }
             | Finding::NotDistributedByTenant { .. }
             | Finding::NotColocated { .. }
             | Finding::SharedNotReference { .. }

@@ -654,18 +654,36 @@ pub fn tenant_keys(keys: &[TenantForeignKey]) -> Vec<Change> {
 
 /// The `up.sql` of `changes`: each change's statement, in order, one per line.
 pub fn render_up(config: &Config, changes: &[Change]) -> String {
-    changes
-        .iter()
-        .map(|c| migration_statement(config, c.up(config)) + "\n")
-        .collect()
+    render(config, changes.iter().map(|c| c.up(config)))
 }
 
 /// The `down.sql` of `changes`: each change's inverse, in reverse order.
 pub fn render_down(config: &Config, changes: &[Change]) -> String {
-    changes
-        .iter()
-        .rev()
-        .map(|c| migration_statement(config, c.down(config)) + "\n")
+    render(config, changes.iter().rev().map(|c| c.down(config)))
+}
+
+/// In Citus mode, the first statement of a migration. Diesel runs a migration in one
+/// transaction, in which Citus refuses DDL on a reference table after a parallel
+/// (multi-shard) DDL on a distributed table with a foreign key into it (`cannot execute
+/// DDL on table .. because there was a parallel DDL access to distributed table ..`);
+/// that is the order our grants come in when the roles exist already (creating a role
+/// switches Citus to sequential on its own). Sequential mode runs every multi-shard
+/// statement over one connection per worker, so every order applies. Outside a
+/// transaction it is a warning, and nothing needs it.
+const CITUS_SEQUENTIAL: &str = "SET LOCAL citus.multi_shard_modify_mode TO 'sequential';";
+
+/// `statements` as migration lines (Citus mode: sequential first, then every statement a
+/// `DO` block); nothing for no statements.
+fn render(config: &Config, statements: impl Iterator<Item = String>) -> String {
+    let mut statements = statements.peekable();
+    if statements.peek().is_none() {
+        return String::new();
+    }
+    let first = config.citus().then(|| CITUS_SEQUENTIAL.to_string());
+    first
+        .into_iter()
+        .chain(statements)
+        .map(|statement| migration_statement(config, statement) + "\n")
         .collect()
 }
 
@@ -744,7 +762,13 @@ GRANT USAGE, SELECT ON SEQUENCE "public"."todo_item_id_seq" TO "tenants_user", "
                 .all(|l| l.starts_with("DO ") || l.starts_with("END ") || l.starts_with(' ')),
             "{up}"
         );
+        // Sequential first, in up and down: a reference table's DDL after a parallel one
+        // on a distributed table is refused in one transaction.
+        let sequential = "DO $tenants$ BEGIN\n  SET LOCAL citus.multi_shard_modify_mode TO 'sequential';\nEND $tenants$;\n";
+        assert!(up.starts_with(sequential), "{up}");
         let down = render_down(&config, &changes);
+        assert!(down.starts_with(sequential), "{down}");
+        assert_eq!(render_up(&config, &[]), "");
         let nologin = down.find(r#"ALTER ROLE "tenants_user" NOLOGIN;"#);
         let dropped = down.find(r#"DROP ROLE "tenants_user";"#);
         assert!(

@@ -251,11 +251,14 @@ pub enum Finding {
         /// The role.
         role: String,
     },
-    /// On a Citus coordinator, outside Citus mode, marked tables live on the workers but
-    /// `citus.propagate_set_commands` is not `local`: the workers see neither our role nor
-    /// the tenant, so tenant transactions there see and write nothing.
-    SetCommandsNotPropagated {
-        /// The session's value (Citus's default is `none`).
+    /// The server is a Citus coordinator whose marked tables live on the workers, and
+    /// Citus mode is off. Citus opens the worker connections as the current role, but
+    /// only Citus mode's begin batch hands the tenant to them: with
+    /// `citus.propagate_set_commands` at `none` (Citus's default) the workers see no tenant
+    /// and tenant transactions see and write nothing; with `local` set on the database the
+    /// plain begin batch is re-sent whole to every worker connection.
+    CitusModeOff {
+        /// The session's `citus.propagate_set_commands` (Citus's default is `none`).
         value: String,
     },
     /// On a Citus coordinator, a marked table is not hash-distributed by its tenant column
@@ -408,8 +411,8 @@ impl Finding {
             Finding::RoleCanLogin { role } => format!(
                 "as a superuser: `ALTER ROLE \"{role}\" NOLOGIN;` (only Citus mode needs it to log in)"
             ),
-            Finding::SetCommandsNotPropagated { .. } => format!(
-                "turn on Citus mode (`Config::with_citus(true)` in the application, `--citus` for the CLI): its begin batch sets {} to 'local', its policies have no subqueries (Citus refuses them on distributed tables) and its roles may log in on the workers",
+            Finding::CitusModeOff { .. } => format!(
+                "turn on Citus mode in the application (`Config::with_citus(true)`; the CLI reads it from the server): its begin batch sets {} to 'local' and hands the role and the tenant to the workers, its policies have no subqueries (Citus refuses them on distributed tables) and its roles may log in on the workers",
                 crate::config::CITUS_PROPAGATE_SET_COMMANDS
             ),
             Finding::NotDistributedByTenant { table, column, .. } => format!(
@@ -618,9 +621,9 @@ impl fmt::Display for Finding {
                 f,
                 "warning: role \"{role}\" can log in, which only Citus mode needs"
             ),
-            Finding::SetCommandsNotPropagated { value } => write!(
+            Finding::CitusModeOff { value } => write!(
                 f,
-                "{} is '{value}' and Citus mode is off: the workers see neither the tenant role nor the tenant, so tenant transactions on distributed tables see and write nothing",
+                "the server is a Citus coordinator and Citus mode is off ({} is '{value}'): the workers do not get the tenant, so tenant transactions on distributed tables see and write nothing",
                 crate::config::CITUS_PROPAGATE_SET_COMMANDS
             ),
             Finding::NotDistributedByTenant {
@@ -1066,11 +1069,8 @@ fn compare_citus(
         .filter_map(|t| held.get(&t.table).map(|d| (*t, *d)))
         .collect();
     let on_workers = marked.iter().any(|(_, d)| d.on_workers());
-    if on_workers
-        && !config.citus()
-        && citus.propagate_set_commands != crate::config::CITUS_PROPAGATE_LOCAL
-    {
-        findings.push(Finding::SetCommandsNotPropagated {
+    if on_workers && !config.citus() {
+        findings.push(Finding::CitusModeOff {
             value: citus.propagate_set_commands.clone(),
         });
     }

@@ -156,9 +156,27 @@ fn create_locked(
             worker.host, worker.port
         ));
     }
-    connect_to(&url_with(server, None, Some(name)))?
-        .batch_execute(&register)
-        .map_err(|e| format!("cannot register the nodes in {name}: {e}"))
+    // Registering syncs the cluster-wide roles to the workers, which the role DDL of a
+    // migration another test runs at the same time can make fail (`tuple concurrently
+    // updated` on a worker, `failure on connection marked as essential` on the
+    // coordinator); the batch is one transaction, so it is retried whole.
+    let mut conn = connect_to(&url_with(server, None, Some(name)))?;
+    let mut attempt = 1;
+    loop {
+        match conn.batch_execute(&register) {
+            Ok(()) => return Ok(()),
+            Err(e)
+                if attempt < 5
+                    && ["concurrently", "marked as essential"]
+                        .iter()
+                        .any(|m| e.to_string().contains(m)) =>
+            {
+                attempt += 1;
+                std::thread::sleep(std::time::Duration::from_millis(200 * attempt));
+            }
+            Err(e) => return Err(format!("cannot register the nodes in {name}: {e}")),
+        }
+    }
 }
 
 /// Drops the Citus database `name` on every node.

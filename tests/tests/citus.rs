@@ -408,7 +408,7 @@ async fn citus_reports_distribution_colocation_and_shared_tables() {
                 Finding::NotDistributedByTenant { .. }
                     | Finding::NotColocated { .. }
                     | Finding::SharedNotReference { .. }
-                    | Finding::SetCommandsNotPropagated { .. }
+                    | Finding::CitusModeOff { .. }
             )
         })
         .collect();
@@ -456,25 +456,25 @@ async fn citus_reports_distribution_colocation_and_shared_tables() {
     }
 }
 
-/// Outside Citus mode, on a coordinator whose marked tables live on the workers: the
-/// propagation setting is reported unless the database sets it, and generate refuses.
+/// Outside Citus mode, on a coordinator whose marked tables live on the workers: reported
+/// whatever the database sets `citus.propagate_set_commands` to, and generate refuses.
 #[tokio::test]
 #[ignore = "needs TENANTS_CITUS_URL"]
-async fn citus_reports_set_commands_not_propagated_outside_citus_mode() {
+async fn citus_reports_citus_mode_off_on_a_coordinator() {
     let (db, _pool) = two_tables(1).await;
     let plain = Config::default();
     let tables = [marked("items_text"), marked("notes")];
     let report = |found: &[Finding]| {
         found
             .iter()
-            .filter(|f| matches!(f, Finding::SetCommandsNotPropagated { .. }))
+            .filter(|f| matches!(f, Finding::CitusModeOff { .. }))
             .cloned()
             .collect::<Vec<_>>()
     };
     let found = findings(&db, &plain, &tables, &[]).await;
     assert_eq!(
         report(&found),
-        [Finding::SetCommandsNotPropagated {
+        [Finding::CitusModeOff {
             value: "none".into()
         }]
     );
@@ -487,21 +487,27 @@ async fn citus_reports_set_commands_not_propagated_outside_citus_mode() {
         .expect("catalog");
     match plan::plan(&plain, &marked, &catalog, &PlanOptions::default()) {
         Err(plan::PlanError::Blocked(findings)) => assert!(
-            findings.contains(&Finding::SetCommandsNotPropagated {
+            findings.contains(&Finding::CitusModeOff {
                 value: "none".into()
             }),
             "{findings:?}"
         ),
         other => panic!("expected generate to refuse: {other:?}"),
     }
-    // Set by the database: nothing to report. (In Citus mode the begin batch sets it.)
+    // Set by the database, Citus mode off is still reported: the plain begin batch would
+    // be re-sent whole to every worker connection. In Citus mode there is nothing to say.
     db.connect()
         .batch_execute(&format!(
             "ALTER DATABASE \"{}\" SET citus.propagate_set_commands = 'local'",
             db.name()
         ))
         .expect("alter database");
-    assert_eq!(report(&findings(&db, &plain, &tables, &[]).await), []);
+    assert_eq!(
+        report(&findings(&db, &plain, &tables, &[]).await),
+        [Finding::CitusModeOff {
+            value: "local".into()
+        }]
+    );
     assert_eq!(
         report(&findings(&db, &Server::Citus.config(), &tables, &[]).await),
         []
