@@ -25,6 +25,18 @@ pub(crate) fn clean_check_sql(config: &Config) -> String {
     )
 }
 
+/// A statement that fails unless a new session starts as its login role with no tenant.
+/// A default set by `ALTER DATABASE/ROLE ... SET` (of the tenant setting, or of `role`)
+/// would make every connection dirty from its first statement: the clean check would
+/// refuse each one and a plain checkout (`verify()` among them) would time out without
+/// saying why. Run once per new connection, it names the cause instead.
+pub(crate) fn session_start_check_sql(config: &Config) -> String {
+    let setting = quote_literal(config.setting());
+    format!(
+        "DO $tenants$ BEGIN\n  IF current_user <> session_user OR coalesce(current_setting({setting}, true), '') <> '' THEN\n    RAISE EXCEPTION 'tenants: new sessions start as role % with % = %, a default set by ALTER DATABASE or ALTER ROLE ... SET; reset it (tenants check names it): a session must start outside every tenant', current_user, {setting}, quote_literal(coalesce(current_setting({setting}, true), ''));\n  END IF;\nEND $tenants$"
+    )
+}
+
 /// The check as one `SELECT` for the extended protocol, true when clean. Of a transaction
 /// left open by raw SQL it sees one that wrote (it has a transaction id); not one that only
 /// read (`now() <> statement_timestamp()` holds for every extended-protocol statement). One

@@ -20,6 +20,7 @@ use tracing::Instrument;
 
 use crate::checkout::{
     CleanCheck, LastConnectError, clean_check_prepared_sql, clean_check_sql, clean_check_verdict,
+    session_start_check_sql,
 };
 use crate::config::Config;
 use crate::error::Error;
@@ -167,7 +168,9 @@ impl TenantPool {
     /// diesel-async's default `SELECT 1`, so it costs no extra round trip. Tenant and admin
     /// checkouts skip it: their begin batch sets role and tenant itself. Keep bb8's
     /// `test_on_check_out` on (its default), or plain checkouts go unchecked. New
-    /// connections are opened with [`crate::establish`]'s error reporting.
+    /// connections are opened with [`crate::establish`]'s error reporting, and refused,
+    /// naming the cause, when their session starts inside a tenant or as another role (a
+    /// default set by `ALTER DATABASE/ROLE ... SET`): every checkout would be dirty.
     pub fn manager_config(config: &Config) -> ManagerConfig<AsyncPgConnection> {
         Self::manager_config_recording(config, None)
     }
@@ -208,11 +211,19 @@ impl TenantPool {
                 })
             }));
         let statement_cache = config.statement_cache();
+        let start_check = session_start_check_sql(config);
         manager_config.custom_setup = Box::new(move |url| {
             let url = url.to_string();
             let connect_error = connect_error.clone();
+            let start_check = start_check.clone();
             Box::pin(async move {
-                let opened = crate::connect::open(&url).await;
+                let opened = match crate::connect::open(&url).await {
+                    Ok(mut conn) => match conn.batch_execute(&start_check).await {
+                        Ok(()) => Ok(conn),
+                        Err(error) => Err(error.to_string()),
+                    },
+                    Err(reason) => Err(reason),
+                };
                 if let Some(slot) = &connect_error {
                     slot.record(opened.as_ref().err().cloned());
                 }

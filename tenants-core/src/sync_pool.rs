@@ -13,6 +13,7 @@ use diesel::r2d2::{self, ConnectionManager, ManageConnection, Pool, PooledConnec
 
 use crate::checkout::{
     CleanCheck, LastConnectError, clean_check_prepared_sql, clean_check_sql, clean_check_verdict,
+    session_start_check_sql,
 };
 use crate::config::Config;
 use crate::error::Error;
@@ -58,6 +59,8 @@ pub struct SyncConnectionManager {
     diesel: ConnectionManager<PgConnection>,
     check: Check,
     statement_cache: bool,
+    /// Run once per new connection: [`session_start_check_sql`].
+    start_check: String,
     connect_error: LastConnectError,
 }
 
@@ -84,6 +87,7 @@ impl SyncConnectionManager {
                 Check::Simple(clean_check_sql(config))
             },
             statement_cache: config.statement_cache(),
+            start_check: session_start_check_sql(config),
             connect_error: LastConnectError::default(),
         }
     }
@@ -94,7 +98,11 @@ impl ManageConnection for SyncConnectionManager {
     type Error = r2d2::Error;
 
     fn connect(&self) -> Result<PgConnection, r2d2::Error> {
-        let opened = self.diesel.connect();
+        let opened = self.diesel.connect().and_then(|mut conn| {
+            conn.batch_execute(&self.start_check)
+                .map_err(r2d2::Error::QueryError)?;
+            Ok(conn)
+        });
         self.connect_error
             .record(opened.as_ref().err().map(ToString::to_string));
         let mut conn = opened.inspect_err(|reason| {

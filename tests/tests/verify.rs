@@ -553,3 +553,124 @@ async fn shared_table_grants() {
     let granted = findings_with_shared(&db.url(), &config, &[TABLE], &[countries]).await;
     assert_eq!(granted, [superuser_warning()]);
 }
+
+/// A default of the tenant setting (`ALTER DATABASE ... SET`) makes every new session start
+/// inside a tenant. Both pools refuse to connect, naming it, instead of timing out on
+/// connections their clean check calls dirty; the comparison names it with its fix.
+#[tokio::test]
+async fn a_tenant_setting_default_is_named_instead_of_a_pool_timeout() {
+    let (db, mut conn) = items_text_under_contract();
+    let name = db.name().to_string();
+    conn.batch_execute(&format!(
+        "ALTER DATABASE \"{name}\" SET tenants.current_tenant = 'acme'"
+    ))
+    .expect("default");
+    let refused = [
+        tenants_core::TenantPool::connect(&db.url())
+            .await
+            .err()
+            .map(|e| e.to_string()),
+        tenants_core::SyncTenantPool::connect(&db.url())
+            .err()
+            .map(|e| e.to_string()),
+    ];
+    for error in refused {
+        let error = error.expect("refused");
+        assert!(
+            error.contains("tenants: new sessions start as role postgres with tenants.current_tenant = 'acme', a default set by ALTER DATABASE or ALTER ROLE ... SET"),
+            "{error}"
+        );
+    }
+    let found = findings(&db.url(), &Config::default(), &[TABLE]).await;
+    let default = Finding::SettingDefault {
+        database: Some(name.clone()),
+        role: None,
+        setting: "tenants.current_tenant".into(),
+        value: "acme".into(),
+    };
+    assert_eq!(found, [default.clone(), superuser_warning()]);
+    assert_eq!(
+        default.hint(),
+        format!(
+            "sessions must start without it (the scopes set it per transaction): `ALTER DATABASE \"{name}\" RESET \"tenants.current_tenant\";`"
+        )
+    );
+
+    conn.batch_execute(&format!(
+        "ALTER DATABASE \"{name}\" RESET tenants.current_tenant"
+    ))
+    .expect("reset");
+    let pool = tenants_core::TenantPool::connect(&db.url())
+        .await
+        .expect("connects");
+    // A plain checkout passes the clean check again (verify() would compare every
+    // registered table, which this database lacks).
+    pool.unscoped().await.expect("a clean plain checkout");
+}
+
+/// Another permissive policy reaches the tenant role through a role it is a member of:
+/// `verify()` fails on it as on one `TO PUBLIC`.
+#[tokio::test]
+async fn a_permissive_policy_reached_by_membership() {
+    let (db, mut conn) = items_text_under_contract();
+    let grp = "tenants_test_verify_grp";
+    batch_locked(
+        &mut conn,
+        &format!(
+            "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{grp}')
+               THEN CREATE ROLE {grp} NOLOGIN; END IF; END $$;
+             GRANT {grp} TO tenants_user;"
+        ),
+    );
+    conn.batch_execute(&format!(
+        "CREATE POLICY everything ON items_text TO {grp} USING (true)"
+    ))
+    .expect("policy");
+    let found = findings(&db.url(), &Config::default(), &[TABLE]).await;
+    conn.batch_execute("DROP POLICY everything ON items_text")
+        .expect("drop");
+    batch_locked(&mut conn, &format!("REVOKE {grp} FROM tenants_user;"));
+    assert_eq!(
+        found,
+        [
+            Finding::PermissivePolicy {
+                table: table(),
+                policy: "everything".into(),
+                roles: vec![grp.into()],
+            },
+            superuser_warning()
+        ]
+    );
+    assert_eq!(
+        findings(&db.url(), &Config::default(), &[TABLE]).await,
+        [superuser_warning()]
+    );
+}
+
+/// A case-insensitive tenant column lets tenant `ACME` read `acme`'s rows: an error.
+#[tokio::test]
+async fn a_nondeterministic_tenant_collation() {
+    let (_db, found) = broken(
+        "CREATE COLLATION ci (provider = icu, locale = 'und-u-ks-level2', deterministic = false);
+         DROP POLICY tenants_isolation ON items_text;
+         ALTER TABLE items_text ALTER COLUMN tenant TYPE text COLLATE ci;",
+    )
+    .await;
+    assert_eq!(
+        found,
+        [
+            Finding::TenantColumnCollation {
+                table: table(),
+                column: "tenant".into(),
+                type_name: "text".into(),
+                collation: "ci".into(),
+            },
+            Finding::PolicyMissing {
+                table: table(),
+                policy: "tenants_isolation".into(),
+            },
+            superuser_warning()
+        ]
+    );
+    assert_eq!(found[0].severity(), verify::Severity::Error);
+}
