@@ -41,8 +41,7 @@ impl fmt::Display for Weakness {
 /// - `escaping`: the roles not subject to the FORCE'd policies: superusers, BYPASSRLS
 ///   roles, the admin role (whose policy shows every tenant), and the owners of marked
 ///   tables without FORCE;
-/// - `below`/`above`: the tables inheriting from a marked one (partitions included) and
-///   those a marked one inherits from, at any depth.
+/// - `below`: the tables inheriting from a marked one (partitions included), at any depth.
 const CONTEXT: &str = r#"WITH RECURSIVE marked AS (
    SELECT c.oid, t.schema, t.name, t.col, c.relowner, c.relforcerowsecurity AS forced
    FROM unnest($1::text[], $2::text[], $3::text[]) AS t(schema, name, col)
@@ -60,9 +59,6 @@ const CONTEXT: &str = r#"WITH RECURSIVE marked AS (
  below(oid, marked_oid) AS (
    SELECT i.inhrelid, m.oid FROM pg_inherits i JOIN marked m ON m.oid = i.inhparent
    UNION SELECT i.inhrelid, b.marked_oid FROM pg_inherits i JOIN below b ON b.oid = i.inhparent),
- above(oid, marked_oid) AS (
-   SELECT i.inhparent, m.oid FROM pg_inherits i JOIN marked m ON m.oid = i.inhrelid
-   UNION SELECT i.inhparent, a.marked_oid FROM pg_inherits i JOIN above a ON a.oid = i.inhrelid),
  user_function AS (
    SELECT p.*, format('%I.%I(%s)', n.nspname, p.proname, pg_get_function_identity_arguments(p.oid)) AS signature
    FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
@@ -73,7 +69,7 @@ const CONTEXT: &str = r#"WITH RECURSIVE marked AS (
 
 /// Each check is one query over all marked tables at once, returning `subject, problem,
 /// hint` rows.
-const CHECKS: [&str; 11] = [
+const CHECKS: [&str; 10] = [
     // A view runs with its owner's rights unless security_invoker is set: RLS then applies
     // to the owner. An owner subject to the FORCE'd policies sees what the caller's tenant
     // setting allows, so only an owner that escapes them leaks.
@@ -174,26 +170,6 @@ const CHECKS: [&str; 11] = [
      JOIN pg_constraint k ON k.conrelid = t.oid AND k.contype = 'x'
      JOIN pg_attribute a ON a.attrelid = t.oid AND a.attname = t.col
      WHERE NOT a.attnum = ANY(k.conkey)"#,
-    // Partitions and inheritance children are tables of their own: queried directly, only
-    // their own row level security applies, at any depth. Selecting from an inheritance
-    // parent returns its children's rows under the parent's row level security.
-    r#"SELECT DISTINCT format('%s %I.%I', r.kind, pn.nspname, p.relname) AS subject,
-            format('of marked table %I.%I %s %s: %s', t.schema, t.name,
-                   CASE WHEN r.kind = 'inheritance parent' THEN 'is not marked and lacks' ELSE 'lacks' END,
-                   CASE WHEN NOT p.relrowsecurity THEN 'row level security' ELSE 'FORCE ROW LEVEL SECURITY' END,
-                   CASE WHEN r.kind = 'inheritance parent' THEN 'selecting from it returns the child''s rows of every tenant'
-                        ELSE 'queried directly, only its own row level security applies' END) AS problem,
-            CASE WHEN r.kind = 'inheritance parent'
-                 THEN format('mark %I.%I #[with_rls] too and run `tenants generate`, or detach the child from it', pn.nspname, p.relname)
-                 ELSE format('mark it #[with_rls] and run `tenants generate` (row level security, FORCE and the policies), or at least ALTER TABLE %I.%I ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY; (nobody then reads it directly)',
-                             pn.nspname, p.relname) END AS hint
-     FROM (SELECT b.oid, b.marked_oid, CASE WHEN c.relispartition THEN 'partition' ELSE 'inheritance child' END AS kind
-           FROM below b JOIN pg_class c ON c.oid = b.oid
-           UNION SELECT a.oid, a.marked_oid, 'inheritance parent' FROM above a) r
-     JOIN marked t ON t.oid = r.marked_oid
-     JOIN pg_class p ON p.oid = r.oid
-     JOIN pg_namespace pn ON pn.oid = p.relnamespace
-     WHERE r.oid NOT IN (SELECT oid FROM marked) AND (NOT p.relrowsecurity OR NOT p.relforcerowsecurity)"#,
     // TRUNCATE ignores RLS; REFERENCES lets a role probe values through foreign keys;
     // TRIGGER lets a role run code in other tenants' transactions. To our roles on any
     // table, or to PUBLIC on a marked table or one below it.
@@ -317,6 +293,7 @@ pub fn weakens_isolation(finding: &tenants_core::Finding) -> bool {
             | Finding::RoleBypassesRls { .. }
             | Finding::TenantColumnCollation { .. }
             | Finding::SettingDefault { .. }
+            | Finding::UnprotectedRelative { .. }
             | Finding::CrossTenantReference(..)
             | Finding::UnmarkedTable { .. }
     )

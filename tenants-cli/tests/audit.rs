@@ -270,12 +270,28 @@ fn a_partition_two_levels_down_without_rls_is_named() {
          ALTER TABLE events_acme ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY;
          CREATE TABLE events_acme_low PARTITION OF events_acme FOR VALUES FROM (0) TO (100);",
         &[
-            "partition public.events_acme_low: of marked table public.events lacks row level security: queried directly, only its own row level security applies",
-            "  hint: mark it #[with_rls] and run `tenants generate` (row level security, FORCE and the policies), or at least ALTER TABLE public.events_acme_low ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY; (nobody then reads it directly)",
+            PARTITION_LINE,
+            "  hint: mark it #[with_rls] and run `tenants generate` (row level security, FORCE and the policies), or at least `ALTER TABLE \"public\".\"events_acme_low\" ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY;` (nobody then reads it directly)",
         ],
         "ALTER TABLE events_acme_low ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY;",
     );
+    // check refuses too: no migration of ours decides about a table that is not marked.
+    fx.db
+        .connect()
+        .batch_execute("ALTER TABLE events_acme_low NO FORCE ROW LEVEL SECURITY;")
+        .expect("no force");
+    let check = fx.tenants(&["check"]);
+    assert_eq!(check.code, 1, "{}", check.stdout);
+    assert!(
+        check.stdout.contains(
+            "\"public\".\"events_acme_low\": partition of marked table \"public\".\"events\" lacks FORCE ROW LEVEL SECURITY"
+        ),
+        "{}",
+        check.stdout
+    );
 }
+
+const PARTITION_LINE: &str = "\"public\".\"events_acme_low\": partition of marked table \"public\".\"events\" lacks row level security: queried directly, only its own row level security applies";
 
 #[test]
 fn an_unmarked_inheritance_parent_is_named() {
@@ -284,10 +300,10 @@ fn an_unmarked_inheritance_parent_is_named() {
         &fx,
         "CREATE TABLE base (id int4, tenant text); ALTER TABLE todo_item INHERIT base;",
         &[
+            "\"public\".\"base\": inheritance parent of marked table \"public\".\"todo_item\" is not marked and lacks row level security: selecting from it returns the child's rows of every tenant",
+            "  hint: mark \"public\".\"base\" #[with_rls] too and run `tenants generate`, or detach the child from it",
             "warning: \"public\".\"base\": has a tenant column \"tenant\" but is neither #[with_rls] nor #[shared]",
             "  hint: if its rows belong to a tenant, mark it #[with_rls] and run `tenants generate`; only data every tenant may read is #[tenants_core::shared]",
-            "inheritance parent public.base: of marked table public.todo_item is not marked and lacks row level security: selecting from it returns the child's rows of every tenant",
-            "  hint: mark public.base #[with_rls] too and run `tenants generate`, or detach the child from it",
         ],
         "ALTER TABLE todo_item NO INHERIT base; DROP TABLE base;",
     );

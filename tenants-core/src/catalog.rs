@@ -332,6 +332,31 @@ pub struct UnmarkedTable {
     pub granted_to: Vec<String>,
 }
 
+/// A table related to a marked one by partitioning or inheritance (at any depth) that is
+/// not marked and lacks row level security or FORCE: queried directly, only its own row
+/// level security applies (a child), or it returns the marked child's rows (a parent).
+#[derive(Debug, Clone, PartialEq, Eq, QueryableByName)]
+pub struct RelativeState {
+    /// Schema.
+    #[diesel(sql_type = Text)]
+    pub schema: String,
+    /// Table.
+    #[diesel(sql_type = Text)]
+    pub name: String,
+    /// `partition`, `inheritance child` or `inheritance parent`.
+    #[diesel(sql_type = Text)]
+    pub kind: String,
+    /// Schema of the marked table it is related to.
+    #[diesel(sql_type = Text)]
+    pub marked_schema: String,
+    /// The marked table it is related to.
+    #[diesel(sql_type = Text)]
+    pub marked_name: String,
+    /// `relrowsecurity`.
+    #[diesel(sql_type = Bool)]
+    pub rls_enabled: bool,
+}
+
 /// A foreign key between marked tables that does not pair their tenant columns, as read.
 #[derive(Debug, Clone, PartialEq, Eq, QueryableByName)]
 struct CrossTenantKeyRow {
@@ -528,6 +553,9 @@ pub struct Catalog {
     pub unmarked: Vec<UnmarkedTable>,
     /// Foreign keys between marked tables that do not pair their tenant columns.
     pub cross_tenant_keys: Vec<TenantForeignKey>,
+    /// Unmarked partitions, inheritance children and parents of marked tables without
+    /// row level security or FORCE.
+    pub relatives: Vec<RelativeState>,
     /// Direct grants on the marked tables.
     pub table_privileges: Vec<Privilege>,
     /// Sequences owned by the marked tables.
@@ -622,7 +650,7 @@ pub async fn citus_version(
 
 /// Reads the catalog for the marked `tables` and the `shared` ones with `config`'s names,
 /// checking the membership of each of `members` (the connecting role when empty) in our
-/// roles: a fixed number of statements (fourteen reads and a rolled-back probe transaction of two, and
+/// roles: a fixed number of statements (fifteen reads and a rolled-back probe transaction of two, and
 /// one read of Citus's metadata on a database with Citus) whatever the number of tables.
 #[cfg(feature = "async")]
 #[cfg_attr(docsrs, doc(cfg(feature = "async")))]
@@ -825,6 +853,37 @@ async fn read_on(
     .load::<UnmarkedTable>(conn)
     .await?;
 
+    let relatives = statement(
+        "WITH RECURSIVE marked AS (
+           SELECT c.oid, t.schema, t.name FROM unnest($1::text[], $2::text[]) AS t(schema, name)
+           JOIN pg_namespace n ON n.nspname = t.schema
+           JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = t.name),
+         below(oid, marked_oid) AS (
+           SELECT i.inhrelid, m.oid FROM pg_inherits i JOIN marked m ON m.oid = i.inhparent
+           UNION SELECT i.inhrelid, b.marked_oid FROM pg_inherits i JOIN below b ON b.oid = i.inhparent),
+         above(oid, marked_oid) AS (
+           SELECT i.inhparent, m.oid FROM pg_inherits i JOIN marked m ON m.oid = i.inhrelid
+           UNION SELECT i.inhparent, a.marked_oid FROM pg_inherits i JOIN above a ON a.oid = i.inhrelid),
+         related AS (
+           SELECT b.oid, b.marked_oid,
+                  CASE WHEN c.relispartition THEN 'partition' ELSE 'inheritance child' END AS kind
+           FROM below b JOIN pg_class c ON c.oid = b.oid
+           UNION SELECT a.oid, a.marked_oid, 'inheritance parent' FROM above a)
+         SELECT DISTINCT n.nspname::text AS schema, c.relname::text AS name, r.kind,
+                m.schema AS marked_schema, m.name AS marked_name, c.relrowsecurity AS rls_enabled
+         FROM related r
+         JOIN marked m ON m.oid = r.marked_oid
+         JOIN pg_class c ON c.oid = r.oid
+         JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE r.oid NOT IN (SELECT oid FROM marked)
+           AND (NOT c.relrowsecurity OR NOT c.relforcerowsecurity)
+         ORDER BY 1, 2, 4, 5",
+    )
+    .bind::<Array<Text>, _>(&schemas)
+    .bind::<Array<Text>, _>(&names)
+    .load::<RelativeState>(conn)
+    .await?;
+
     let cross_tenant_keys = statement(
         "WITH marked AS (
            SELECT c.oid, t.col, a.attnum AS tenant_attnum
@@ -950,6 +1009,7 @@ async fn read_on(
         setting_defaults,
         unmarked,
         cross_tenant_keys,
+        relatives,
         table_privileges,
         sequences,
         sequence_privileges,

@@ -109,6 +109,7 @@ fn blocks(finding: &Finding) -> bool {
             | Finding::PermissivePolicy { .. }
             | Finding::TenantColumnCollation { .. }
             | Finding::SettingDefault { .. }
+            | Finding::UnprotectedRelative { .. }
             | Finding::RoleBypassesRls { .. }
             | Finding::SharedTableMissing { .. }
             | Finding::CitusModeOff { .. }
@@ -387,6 +388,7 @@ fn table_changes(
             | Finding::PermissivePolicy { .. }
             | Finding::TenantColumnCollation { .. }
             | Finding::SettingDefault { .. }
+            | Finding::UnprotectedRelative { .. }
             | Finding::RoleBypassesRls { .. }
             | Finding::SharedTableMissing { .. }
             | Finding::NoTablesMarked

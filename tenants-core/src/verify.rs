@@ -216,6 +216,20 @@ pub enum Finding {
         /// Our roles that can read or write it.
         granted_to: Vec<String>,
     },
+    /// A partition or inheritance child of a marked table (at any depth), or an inheritance
+    /// parent of one, that is not marked and lacks row level security or FORCE: a child
+    /// queried directly is under its own row level security only; a parent returns its
+    /// marked child's rows of every tenant.
+    UnprotectedRelative {
+        /// The related table.
+        table: QualifiedName,
+        /// `partition`, `inheritance child` or `inheritance parent`.
+        kind: String,
+        /// The marked table it is related to.
+        marked: QualifiedName,
+        /// Whether it has row level security at all (else only FORCE is missing).
+        rls_enabled: bool,
+    },
     /// A table declared `#[shared]` does not exist.
     SharedTableMissing {
         /// The table.
@@ -396,6 +410,14 @@ impl Finding {
                     "if its rows belong to a tenant, mark it #[with_rls]{join} and run `tenants generate`; only data every tenant may read is #[tenants_core::shared]{revoke}"
                 )
             }
+            Finding::UnprotectedRelative { table, kind, .. } if kind == "inheritance parent" => {
+                format!(
+                    "mark {table} #[with_rls] too and run `tenants generate`, or detach the child from it"
+                )
+            }
+            Finding::UnprotectedRelative { table, .. } => format!(
+                "mark it #[with_rls] and run `tenants generate` (row level security, FORCE and the policies), or at least `ALTER TABLE {table} ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY;` (nobody then reads it directly)"
+            ),
             Finding::SharedTableMissing { .. } => {
                 "create the table first (`diesel migration run`), or remove its #[shared] mark".to_string()
             }
@@ -598,6 +620,33 @@ impl fmt::Display for Finding {
                 write!(
                     f,
                     "warning: {table}: {what} but is neither #[with_rls] nor #[shared]{who}"
+                )
+            }
+            Finding::UnprotectedRelative {
+                table,
+                kind,
+                marked,
+                rls_enabled,
+            } => {
+                let lacks = if *rls_enabled {
+                    "FORCE ROW LEVEL SECURITY"
+                } else {
+                    "row level security"
+                };
+                let (is, why) = if kind == "inheritance parent" {
+                    (
+                        "is not marked and lacks",
+                        "selecting from it returns the child's rows of every tenant",
+                    )
+                } else {
+                    (
+                        "lacks",
+                        "queried directly, only its own row level security applies",
+                    )
+                };
+                write!(
+                    f,
+                    "{table}: {kind} of marked table {marked} {is} {lacks}: {why}"
                 )
             }
             Finding::SharedTableMissing { table } => {
@@ -989,6 +1038,17 @@ pub fn compare(config: &Config, tables: &[MarkedTable], catalog: &Catalog) -> Ve
         }
     }
 
+    findings.extend(
+        catalog
+            .relatives
+            .iter()
+            .map(|r| Finding::UnprotectedRelative {
+                table: QualifiedName::new(&r.schema, &r.name),
+                kind: r.kind.clone(),
+                marked: QualifiedName::new(&r.marked_schema, &r.marked_name),
+                rls_enabled: r.rls_enabled,
+            }),
+    );
     findings.extend(
         catalog
             .cross_tenant_keys
