@@ -451,10 +451,13 @@ impl Change {
                 column,
                 sql_type,
                 ..
-            } => format!(
-                "ALTER TABLE {table} ALTER COLUMN {} SET DEFAULT {};",
-                quote_ident(column),
-                tenant_default_expression(config, *sql_type)
+            } => on_coordinator_only(
+                config,
+                format!(
+                    "ALTER TABLE {table} ALTER COLUMN {} SET DEFAULT {};",
+                    quote_ident(column),
+                    tenant_default_expression(config, *sql_type)
+                ),
             ),
             Change::GrantTable {
                 table,
@@ -524,16 +527,19 @@ impl Change {
                 column,
                 previous,
                 ..
-            } => match previous {
-                Some(previous) => format!(
-                    "ALTER TABLE {table} ALTER COLUMN {} SET DEFAULT {previous};",
-                    quote_ident(column)
-                ),
-                None => format!(
-                    "ALTER TABLE {table} ALTER COLUMN {} DROP DEFAULT;",
-                    quote_ident(column)
-                ),
-            },
+            } => on_coordinator_only(
+                config,
+                match previous {
+                    Some(previous) => format!(
+                        "ALTER TABLE {table} ALTER COLUMN {} SET DEFAULT {previous};",
+                        quote_ident(column)
+                    ),
+                    None => format!(
+                        "ALTER TABLE {table} ALTER COLUMN {} DROP DEFAULT;",
+                        quote_ident(column)
+                    ),
+                },
+            ),
             Change::GrantTable {
                 table,
                 privileges,
@@ -662,6 +668,21 @@ pub fn render_down(config: &Config, changes: &[Change]) -> String {
     render(config, changes.iter().rev().map(|c| c.down(config)))
 }
 
+/// `alter`, a change of the tenant column's default, in Citus mode on the coordinator only
+/// (DDL propagation off around it): Citus refuses `ALTER TABLE` on a distribution column
+/// (`cannot execute ALTER TABLE command involving partition column`), and the coordinator,
+/// which fills in defaults when it plans an `INSERT` and routes it by the value, is where
+/// the default is used. A table distributed later takes the default into its shards.
+fn on_coordinator_only(config: &Config, alter: String) -> String {
+    if config.citus() {
+        format!(
+            "SET LOCAL citus.enable_ddl_propagation TO off;\n  {alter}\n  SET LOCAL citus.enable_ddl_propagation TO DEFAULT;"
+        )
+    } else {
+        alter
+    }
+}
+
 /// In Citus mode, the first statement of a migration. Diesel runs a migration in one
 /// transaction, in which Citus refuses DDL on a reference table after a parallel
 /// (multi-shard) DDL on a distributed table with a foreign key into it (`cannot execute
@@ -766,6 +787,12 @@ GRANT USAGE, SELECT ON SEQUENCE "public"."todo_item_id_seq" TO "tenants_user", "
         // on a distributed table is refused in one transaction.
         let sequential = "DO $tenants$ BEGIN\n  SET LOCAL citus.multi_shard_modify_mode TO 'sequential';\nEND $tenants$;\n";
         assert!(up.starts_with(sequential), "{up}");
+        // Citus refuses ALTER TABLE on the distribution column: the default is set on the
+        // coordinator only.
+        assert!(
+            up.contains("SET LOCAL citus.enable_ddl_propagation TO off;\n  ALTER TABLE \"public\".\"todo_item\" ALTER COLUMN \"tenant\" SET DEFAULT"),
+            "{up}"
+        );
         let down = render_down(&config, &changes);
         assert!(down.starts_with(sequential), "{down}");
         assert_eq!(render_up(&config, &[]), "");
