@@ -54,6 +54,20 @@ pub enum Error {
         /// [`crate::TenantPool::connect_with`] keep it); `None` when no attempt failed.
         last_connect_error: Option<String>,
     },
+    /// `COMMIT` was not done: the transaction had been aborted by a statement that failed
+    /// (and whose error was not returned, or was ignored), so PostgreSQL rolled it back.
+    /// Nothing it wrote was kept. The connection is rolled back and kept.
+    #[error(
+        "the transaction was rolled back, not committed: a statement in it had failed (find the error that was ignored)"
+    )]
+    RolledBack,
+    /// The tenant or admin transaction was ended by a raw `COMMIT` or `ROLLBACK` (or its
+    /// role or tenant was changed) before the library's commit: what ran after it was not
+    /// in the scope. Nothing more is committed; the connection is discarded.
+    #[error(
+        "the tenant transaction was ended by a raw COMMIT or ROLLBACK (or its role or tenant was changed) before commit; statements after it ran outside the scope, and the connection is discarded (end scopes with commit() or rollback() only)"
+    )]
+    ScopeEnded,
     /// `verify()` found the live database out of line with the `#[with_rls]` tables.
     #[error("the database does not enforce the #[with_rls] tables as expected:\n{0}")]
     Drift(VerifyReport),
@@ -115,6 +129,8 @@ impl fmt::Debug for Error {
                 .field("waited", waited)
                 .field("last_connect_error", last_connect_error)
                 .finish(),
+            Error::RolledBack => f.write_str("RolledBack"),
+            Error::ScopeEnded => f.write_str("ScopeEnded"),
             Error::Drift(report) => f.debug_tuple("Drift").field(report).finish(),
         }
     }

@@ -16,6 +16,7 @@ fn layer(module: &str) -> u8 {
         "catalog" => 4,
         "verify" => 5,
         "plan" | "error" | "scope" => 6,
+        "transaction" => 7,
         _ => 10,
     }
 }

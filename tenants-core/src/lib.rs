@@ -57,6 +57,7 @@ mod tenant;
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
 mod trace;
+mod transaction;
 pub mod verify;
 
 #[doc(hidden)]

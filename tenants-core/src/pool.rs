@@ -27,6 +27,7 @@ use crate::error::Error;
 use crate::scope::Scope;
 use crate::tenant::{Tenant, TenantId};
 use crate::trace::{self, TransactionSpan};
+use crate::transaction::{Batch, Batches, Begin, End, EndStep, Ended, Ending};
 use crate::verify::VerifyReport;
 
 /// An async closure taking a connection, whose future can be named to require `Send`.
@@ -316,60 +317,43 @@ impl TenantPool {
     /// error is returned, the connection clean). A connection that does not answer the
     /// `ROLLBACK` is lost (the server restarted, the backend was terminated): it is
     /// discarded and the begin retried on another, as often as the pool has connections.
+    /// [`crate::transaction::Begin`] decides all of this.
     ///
     /// The transaction's span (see [`crate::trace`]) begins before the checkout.
     async fn begin(&self, scope: Scope) -> Result<TenantConnection, Error> {
         let trace = TransactionSpan::begin(&self.config, &scope);
+        let batches = Batches::new(&self.config, &scope);
         let conn = self
-            .check_out_and_begin(&scope, &trace)
+            .check_out_and_begin(&batches, &trace)
             .instrument(trace.span().clone())
             .await
             .inspect_err(|error| trace.failed(error))?;
         Ok(TenantConnection {
             conn: Some(conn),
             scope,
+            batches,
             trace,
         })
     }
 
-    /// [`TenantPool::begin`]'s checkout and begin batch, with their retries.
+    /// [`TenantPool::begin`]'s checkouts and begin batches.
     async fn check_out_and_begin(
         &self,
-        scope: &Scope,
+        batches: &Batches,
         trace: &TransactionSpan,
     ) -> Result<PooledConnection<'static, AsyncPgConnection>, Error> {
-        let sql = scope.begin_sql(&self.config);
-        let mut lost_left = self.pool.config().max_size;
+        let mut begin = Begin::new(self.pool.config().max_size);
         loop {
             let mut conn = SCOPED_CHECKOUT
                 .scope((), self.pool.get_owned())
                 .await
                 .map_err(|e| self.checkout_error(e))?;
             trace.checked_out();
-            let mut rolled_back = false;
-            let error = loop {
-                let error =
-                    match AnsiTransactionManager::begin_transaction_sql(&mut *conn, &sql).await {
-                        Ok(()) => return Ok(conn),
-                        Err(error) => error,
-                    };
-                if conn.batch_execute("ROLLBACK").await.is_err() {
-                    break error;
-                }
-                if rolled_back {
-                    return Err(error.into());
-                }
-                rolled_back = true;
-            };
-            // Lost: bb8 closes a connection whose transaction manager is in error when it is
-            // dropped.
-            AnsiTransactionManager::transaction_manager_status_mut(&mut *conn).set_in_error();
-            drop(conn);
-            if lost_left == 0 {
-                return Err(error.into());
+            match begin_on(&mut conn, batches, &mut begin).await? {
+                None => return Ok(conn),
+                // bb8 closes it: its transaction manager is broken.
+                Some(lost) => trace::lost_connection_discarded(&lost),
             }
-            lost_left -= 1;
-            trace::lost_connection_discarded(&error);
         }
     }
 
@@ -428,7 +412,9 @@ impl TenantPool {
             // bb8 with its transaction manager marked broken and is closed, instead of
             // `conn`'s drop sending a rollback after a statement of unknown outcome.
             match conn.conn.take() {
-                Some(mut pooled) => finish(&mut pooled, result, &mut conn.trace).await,
+                Some(mut pooled) => {
+                    finish(&mut pooled, &conn.batches, result, &mut conn.trace).await
+                }
                 None => result,
             }
         }
@@ -446,39 +432,103 @@ impl TenantPool {
     }
 }
 
-/// Commits after `Ok`, rolls back after `Err`, exactly as diesel-async's `transaction`,
-/// and ends `trace`.
+/// Sends `batches`' begin on `conn` as `begin` says (see [`crate::sync::begin`], its
+/// blocking twin): `Err` when it did not begin; `Ok(Some(error))` when the connection is
+/// lost and must be replaced.
+async fn begin_on(
+    conn: &mut AsyncPgConnection,
+    batches: &Batches,
+    begin: &mut Begin,
+) -> Result<Option<DieselError>, Error> {
+    loop {
+        let error = match AnsiTransactionManager::begin_transaction_sql(conn, batches.begin()).await
+        {
+            Ok(()) => return Ok(None),
+            Err(error) => error,
+        };
+        let rollback = conn.batch_execute(batches.sql(Batch::EndBlock)).await;
+        if let Some(stopped) = begin.failed(error, &rollback) {
+            if stopped.discard {
+                AnsiTransactionManager::transaction_manager_status_mut(conn).set_in_error();
+            }
+            return stopped.outcome();
+        }
+    }
+}
+
+/// Ends the transaction on `conn` as `ending`, sending what [`End`] says (see
+/// [`crate::sync::end`], its blocking twin).
+async fn end(conn: &mut AsyncPgConnection, batches: &Batches, ending: Ending) -> Ended {
+    let depth = AnsiTransactionManager::transaction_manager_status_mut(conn).transaction_depth();
+    let (mut end, mut step) = End::start(ending, depth);
+    loop {
+        match step {
+            EndStep::Send(batch) => {
+                step = end.answered(conn.batch_execute(batches.sql(batch)).await);
+            }
+            EndStep::Done(ended) => {
+                ended.settle(AnsiTransactionManager::transaction_manager_status_mut(conn));
+                return ended;
+            }
+        }
+    }
+}
+
+/// Commits after `Ok`, rolls back after `Err`, as diesel-async's `transaction`, and ends
+/// `trace`.
 async fn finish<R, E>(
     conn: &mut AsyncPgConnection,
+    batches: &Batches,
     result: Result<R, E>,
     trace: &mut TransactionSpan,
 ) -> Result<R, E>
 where
     E: From<Error>,
 {
-    let ended = match result {
-        Ok(_) => AnsiTransactionManager::commit_transaction(conn).await,
-        Err(_) => AnsiTransactionManager::rollback_transaction(conn).await,
+    let ending = if result.is_ok() {
+        Ending::Commit
+    } else {
+        Ending::Rollback
     };
-    trace.ended(
-        result.is_ok(),
-        &ended,
-        AnsiTransactionManager::transaction_manager_status_mut(conn),
-    );
-    crate::sync::transaction_result(result, ended)
+    let ended = end(conn, batches, ending).await;
+    trace.ended(&ended);
+    crate::sync::transaction_result(result, ended.result)
 }
 
 /// A pooled connection inside an open tenant (or admin) transaction.
 ///
-/// Use it wherever diesel-async wants a connection (`&mut conn`); nested `.transaction()`
-/// calls become savepoints. End it with [`commit`](TenantConnection::commit) or
-/// [`rollback`](TenantConnection::rollback). Dropped without either, it is rolled back on
-/// the Tokio runtime before it returns to the pool; outside a runtime it is closed instead.
-/// Either way no later checkout sees its role or tenant.
+/// It is a diesel-async connection, as bb8's pooled connection is: pass `&mut conn`
+/// wherever diesel-async wants one; nested `.transaction()` calls become savepoints. End it
+/// with [`commit`](TenantConnection::commit) or [`rollback`](TenantConnection::rollback).
+/// Dropped without either, it is rolled back on the Tokio runtime before it returns to the
+/// pool (outside a runtime it is closed instead), and when it had written, a `WARN` event
+/// says that its writes are lost. Either way no later checkout sees its role or tenant.
+/// The closure form, [`TenantPool::transaction`], commits on `Ok` and cannot forget to:
+/// prefer it.
+///
+/// ```no_run
+/// use diesel::prelude::*;
+/// use diesel::sql_types::Text;
+/// use diesel_async::RunQueryDsl;
+///
+/// #[derive(QueryableByName)]
+/// struct Name {
+///     #[diesel(sql_type = Text)]
+///     name: String,
+/// }
+///
+/// # async fn run(pool: tenants_core::TenantPool) -> Result<(), tenants_core::Error> {
+/// let mut conn = pool.tenant("acme").await?;
+/// let names: Vec<Name> = diesel::sql_query("SELECT name FROM todo_item").load(&mut conn).await?;
+/// diesel::sql_query("DELETE FROM todo_item").execute(&mut conn).await?;
+/// conn.commit().await?; // without it, the delete is rolled back (and logged as a warning)
+/// # Ok(()) }
+/// ```
 pub struct TenantConnection {
     /// `Some` until `commit`/`rollback` or drop takes it.
     conn: Option<PooledConnection<'static, AsyncPgConnection>>,
     scope: Scope,
+    batches: Batches,
     trace: TransactionSpan,
 }
 
@@ -501,7 +551,13 @@ impl TenantConnection {
         &self.scope
     }
 
-    /// Commits the transaction and returns the connection to the pool.
+    /// Commits the transaction and returns the connection to the pool, reset (see
+    /// [`crate::transaction`]).
+    ///
+    /// [`Error::RolledBack`] when PostgreSQL did not commit because a statement in the
+    /// transaction had failed; [`Error::ScopeEnded`] when a raw `COMMIT` or `ROLLBACK`
+    /// ended the scope before (the connection is discarded); the server's error when
+    /// `COMMIT` itself was refused (a deferred constraint, a serialization failure).
     pub async fn commit(mut self) -> Result<(), Error> {
         self.end(true).await
     }
@@ -516,17 +572,14 @@ impl TenantConnection {
         let Some(mut conn) = self.conn.take() else {
             return Ok(());
         };
-        let ended = if commit {
-            AnsiTransactionManager::commit_transaction(&mut *conn).await
+        let ending = if commit {
+            Ending::Commit
         } else {
-            AnsiTransactionManager::rollback_transaction(&mut *conn).await
+            Ending::Rollback
         };
-        self.trace.ended(
-            commit,
-            &ended,
-            AnsiTransactionManager::transaction_manager_status_mut(&mut *conn),
-        );
-        Ok(ended?)
+        let ended = end(&mut conn, &self.batches, ending).await;
+        self.trace.ended(&ended);
+        ended.result
     }
 }
 
@@ -559,13 +612,10 @@ impl Drop for TenantConnection {
         // transaction manager reports it broken); rolling back first keeps it for reuse.
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
+                let batches = std::mem::take(&mut self.batches);
                 runtime.spawn(
                     async move {
-                        if let Err(error) =
-                            AnsiTransactionManager::rollback_transaction(&mut *conn).await
-                        {
-                            trace::dropped_rollback_failed(&error);
-                        }
+                        trace::dropped(&end(&mut conn, &batches, Ending::Drop).await);
                     }
                     .instrument(self.trace.span().clone()),
                 );
@@ -645,20 +695,14 @@ impl AsyncTenantTransactionExt for AsyncPgConnection {
         let mut trace = TransactionSpan::begin(config, &scope);
         let span = trace.span().clone();
         async move {
-            if let Err(error) =
-                AnsiTransactionManager::begin_transaction_sql(self, &scope.begin_sql(config)).await
-            {
+            let batches = Batches::new(config, &scope);
+            // A connection of your own: nothing to replace it with when it is lost.
+            if let Err(error) = begin_on(self, &batches, &mut Begin::new(0)).await {
                 trace.failed(&error);
-                if matches!(error, DieselError::DatabaseError(..)) {
-                    // The server may hold a transaction block the batch opened (or found
-                    // aborted) and diesel does not know of: end it, so the connection stays
-                    // usable. Best effort: a lost connection fails this too.
-                    let _ = self.batch_execute("ROLLBACK").await;
-                }
-                return Err(Error::from(error).into());
+                return Err(error.into());
             }
             let result = f(&mut *self).await;
-            finish(self, result, &mut trace).await
+            finish(self, &batches, result, &mut trace).await
         }
         .instrument(span)
         .await

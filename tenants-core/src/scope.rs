@@ -3,6 +3,10 @@
 use crate::config::Config;
 use crate::tenant::{Tenant, escape_literal, quote_ident};
 
+/// The setting the commit guard names when the scope is no longer the one begun: its
+/// error (`unrecognized configuration parameter`) is recognised by this name.
+pub(crate) const SCOPE_ENDED_MARK: &str = "tenants.scope_ended_before_commit";
+
 /// Who a transaction runs as.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Scope {
@@ -63,6 +67,32 @@ impl Scope {
         } else {
             format!("BEGIN; {role}; {setting}")
         }
+    }
+
+    /// The statement sent just before `COMMIT`, in the same message: it fails, at run time,
+    /// unless the connection is still inside the transaction this scope began, as its role
+    /// and with its tenant. So the `COMMIT` after it does not run when the transaction is
+    /// aborted (every statement fails then) or was ended by a raw `COMMIT` or `ROLLBACK`
+    /// (the role and setting are the session's again, and the message runs in a
+    /// transaction of its own: `now()`, the transaction's start, is the message's
+    /// `statement_timestamp()`).
+    ///
+    /// The failure is `current_setting` of a setting that does not exist, named
+    /// [`SCOPE_ENDED_MARK`]: evaluated when the statement runs, never
+    /// folded into a constant when it is planned.
+    pub(crate) fn commit_guard_sql(&self, config: &Config) -> String {
+        let (role, tenant) = match self {
+            Scope::Tenant(tenant) => (config.tenant_role(), escape_literal(tenant.as_str())),
+            Scope::Admin => (config.admin_role(), "''".to_string()),
+        };
+        format!(
+            "SELECT current_setting(CASE WHEN current_user = {} \
+             AND coalesce(current_setting({}, true), '') = {tenant} \
+             AND now() <> statement_timestamp() THEN 'server_version' ELSE '{}' END)",
+            escape_literal(role),
+            escape_literal(config.setting()),
+            SCOPE_ENDED_MARK,
+        )
     }
 }
 

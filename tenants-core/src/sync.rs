@@ -8,6 +8,7 @@ use crate::error::Error;
 use crate::scope::Scope;
 use crate::tenant::{Tenant, TenantId};
 use crate::trace::TransactionSpan;
+use crate::transaction::{Batch, Batches, Begin, End, EndStep, Ended, Ending};
 
 /// Tenant- and admin-scoped transactions on [`PgConnection`].
 ///
@@ -95,63 +96,94 @@ impl TenantTransactionExt for PgConnection {
     {
         let mut trace = TransactionSpan::begin(config, &scope);
         let _inside = trace.span().clone().entered();
-        if let Err(error) =
-            AnsiTransactionManager::begin_transaction_sql(self, &scope.begin_sql(config))
-        {
+        let batches = Batches::new(config, &scope);
+        // A connection of your own: nothing to replace it with when it is lost.
+        if let Err(error) = begin(self, &batches, &mut Begin::new(0)) {
             trace.failed(&error);
-            if matches!(error, diesel::result::Error::DatabaseError(..)) {
-                // The server may hold a transaction block the batch opened (or found
-                // aborted) and diesel does not know of: end it, so the connection stays
-                // usable. Best effort: a lost connection fails this too.
-                let _ = self.batch_execute("ROLLBACK");
-            }
-            return Err(Error::from(error).into());
+            return Err(error.into());
         }
         let result = f(self);
-        finish(self, result, &mut trace)
+        finish(self, &batches, result, &mut trace)
     }
 }
 
-/// Commits after `Ok`, rolls back after `Err`, exactly as diesel's `transaction`, and ends
-/// `trace`.
+/// Sends `batches`' begin on `conn` as `begin` says: a failure is followed by a `ROLLBACK`
+/// and, once, another begin. `Err` when it did not begin, with the connection's transaction
+/// manager broken when the connection is lost; `Ok(Some(error))`: lost, replace it.
+pub(crate) fn begin(
+    conn: &mut PgConnection,
+    batches: &Batches,
+    begin: &mut Begin,
+) -> Result<Option<diesel::result::Error>, Error> {
+    loop {
+        let error = match AnsiTransactionManager::begin_transaction_sql(conn, batches.begin()) {
+            Ok(()) => return Ok(None),
+            Err(error) => error,
+        };
+        let rollback = conn.batch_execute(batches.sql(Batch::EndBlock));
+        if let Some(stopped) = begin.failed(error, &rollback) {
+            if stopped.discard {
+                AnsiTransactionManager::transaction_manager_status_mut(conn).set_in_error();
+            }
+            return stopped.outcome();
+        }
+    }
+}
+
+/// Ends the transaction on `conn` as `ending`, sending what [`End`] says.
+pub(crate) fn end(conn: &mut PgConnection, batches: &Batches, ending: Ending) -> Ended {
+    let depth = AnsiTransactionManager::transaction_manager_status_mut(conn).transaction_depth();
+    let (mut end, mut step) = End::start(ending, depth);
+    loop {
+        match step {
+            EndStep::Send(batch) => step = end.answered(conn.batch_execute(batches.sql(batch))),
+            EndStep::Done(ended) => {
+                ended.settle(AnsiTransactionManager::transaction_manager_status_mut(conn));
+                return ended;
+            }
+        }
+    }
+}
+
+/// Commits after `Ok`, rolls back after `Err`, as diesel's `transaction`, and ends `trace`.
 pub(crate) fn finish<T, E>(
     conn: &mut PgConnection,
+    batches: &Batches,
     result: Result<T, E>,
     trace: &mut TransactionSpan,
 ) -> Result<T, E>
 where
     E: From<Error>,
 {
-    let ended = match result {
-        Ok(_) => AnsiTransactionManager::commit_transaction(conn),
-        Err(_) => AnsiTransactionManager::rollback_transaction(conn),
+    let ending = if result.is_ok() {
+        Ending::Commit
+    } else {
+        Ending::Rollback
     };
-    trace.ended(
-        result.is_ok(),
-        &ended,
-        AnsiTransactionManager::transaction_manager_status_mut(conn),
-    );
-    transaction_result(result, ended)
+    let ended = end(conn, batches, ending);
+    trace.ended(&ended);
+    transaction_result(result, ended.result)
 }
 
 /// What a transaction closure's caller gets once its `result` was committed or rolled back
 /// (`ended`), in the sync and the async forms: the value after a commit, the commit's error
-/// otherwise, and after a rollback the closure's own error, as in diesel's `transaction`.
+/// otherwise (a transaction that PostgreSQL rolled back instead is an error too), and after
+/// a rollback the closure's own error, unless ending the transaction failed.
 pub(crate) fn transaction_result<T, E>(
     result: Result<T, E>,
-    ended: diesel::QueryResult<()>,
+    ended: Result<(), Error>,
 ) -> Result<T, E>
 where
     E: From<Error>,
 {
     match (result, ended) {
         (Ok(value), Ok(())) => Ok(value),
-        (Ok(_), Err(commit_error)) => Err(Error::from(commit_error).into()),
         // A broken transaction manager is reported by the next use of the connection; the
         // caller's error is the one worth seeing.
-        (Err(user_error), Ok(()) | Err(diesel::result::Error::BrokenTransactionManager)) => {
-            Err(user_error)
-        }
-        (Err(_), Err(rollback_error)) => Err(Error::from(rollback_error).into()),
+        (
+            Err(user_error),
+            Ok(()) | Err(Error::Database(diesel::result::Error::BrokenTransactionManager)),
+        ) => Err(user_error),
+        (Ok(_) | Err(_), Err(error)) => Err(error.into()),
     }
 }

@@ -20,6 +20,7 @@ use crate::error::Error;
 use crate::scope::Scope;
 use crate::tenant::{Tenant, TenantId};
 use crate::trace::{self, TransactionSpan};
+use crate::transaction::{Batches, Begin, Ending};
 use crate::verify::VerifyReport;
 
 thread_local! {
@@ -290,7 +291,9 @@ impl SyncTenantPool {
         let _inside = conn.trace.span().clone().entered();
         let result = f(&mut conn);
         match conn.conn.take() {
-            Some(mut pooled) => crate::sync::finish(&mut pooled, result, &mut conn.trace),
+            Some(mut pooled) => {
+                crate::sync::finish(&mut pooled, &conn.batches, result, &mut conn.trace)
+            }
             None => result,
         }
     }
@@ -300,62 +303,43 @@ impl SyncTenantPool {
     /// tenant setting itself (the admin one clears the setting), overriding whatever
     /// session-level `SET ROLE` or `set_config(.., false)` earlier code left behind.
     ///
-    /// When the batch fails, the connection is never handed back in the state it leaves:
-    /// a `ROLLBACK` ends the transaction block the batch opened, or found left aborted by
-    /// raw SQL, and the begin is tried once more on the same connection. A connection that
-    /// does not answer the `ROLLBACK` is lost: it is discarded and the begin retried on
-    /// another, as often as the pool has connections.
+    /// A failed begin is retried as [`crate::transaction::Begin`] decides: once after a
+    /// `ROLLBACK` on the same connection, and on another one while connections are lost.
     ///
     /// The transaction's span (see [`crate::trace`]) begins before the checkout.
     fn begin(&self, scope: Scope) -> Result<SyncTenantConnection, Error> {
         let trace = TransactionSpan::begin(&self.config, &scope);
+        let batches = Batches::new(&self.config, &scope);
         let conn = trace
             .span()
-            .in_scope(|| self.check_out_and_begin(&scope, &trace))
+            .in_scope(|| self.check_out_and_begin(&batches, &trace))
             .inspect_err(|error| trace.failed(error))?;
         Ok(SyncTenantConnection {
             conn: Some(conn),
             scope,
+            batches,
             trace,
         })
     }
 
-    /// [`SyncTenantPool::begin`]'s checkout and begin batch, with their retries.
+    /// [`SyncTenantPool::begin`]'s checkouts and begin batches.
     fn check_out_and_begin(
         &self,
-        scope: &Scope,
+        batches: &Batches,
         trace: &TransactionSpan,
     ) -> Result<PooledConnection<SyncConnectionManager>, Error> {
-        let sql = scope.begin_sql(&self.config);
-        let mut lost_left = self.pool.max_size();
+        let mut begin = Begin::new(self.pool.max_size());
         loop {
             let mut conn = {
                 let _scoped = ScopedCheckout::begin();
                 self.pool.get().map_err(|_| self.timed_out())?
             };
             trace.checked_out();
-            let mut rolled_back = false;
-            let error = loop {
-                let error = match AnsiTransactionManager::begin_transaction_sql(&mut *conn, &sql) {
-                    Ok(()) => return Ok(conn),
-                    Err(error) => error,
-                };
-                if conn.batch_execute("ROLLBACK").is_err() {
-                    break error;
-                }
-                if rolled_back {
-                    return Err(error.into());
-                }
-                rolled_back = true;
-            };
-            // Lost: `has_broken` closes a connection whose transaction manager is in error.
-            AnsiTransactionManager::transaction_manager_status_mut(&mut *conn).set_in_error();
-            drop(conn);
-            if lost_left == 0 {
-                return Err(error.into());
+            match crate::sync::begin(&mut conn, batches, &mut begin)? {
+                None => return Ok(conn),
+                // Closed by `has_broken`: its transaction manager is broken.
+                Some(lost) => trace::lost_connection_discarded(&lost),
             }
-            lost_left -= 1;
-            trace::lost_connection_discarded(&error);
         }
     }
 
@@ -380,16 +364,37 @@ impl SyncTenantPool {
 
 /// A pooled `PgConnection` inside an open tenant (or admin) transaction.
 ///
-/// Pass it to diesel as `&mut *conn` (it dereferences to [`PgConnection`]); nested
-/// `.transaction()` calls become savepoints. End it with
+/// It is a diesel connection, as r2d2's `PooledConnection` is: pass `&mut conn` wherever
+/// diesel wants one; nested `.transaction()` calls become savepoints. End it with
 /// [`commit`](SyncTenantConnection::commit) or [`rollback`](SyncTenantConnection::rollback).
 /// Dropped without either, it is rolled back before it returns to the pool (during a
-/// panic, or when the rollback fails, the connection is closed instead). Either way no
-/// later checkout sees its role or tenant.
+/// panic, or when the rollback fails, the connection is closed instead), and when it had
+/// written, a `WARN` event says that its writes are lost. Either way no later checkout sees
+/// its role or tenant. The closure form, [`SyncTenantPool::transaction`], commits on `Ok`
+/// and cannot forget to: prefer it.
+///
+/// ```no_run
+/// use diesel::prelude::*;
+/// use diesel::sql_types::Text;
+///
+/// #[derive(QueryableByName)]
+/// struct Name {
+///     #[diesel(sql_type = Text)]
+///     name: String,
+/// }
+///
+/// # fn run(pool: tenants_core::SyncTenantPool) -> Result<(), tenants_core::Error> {
+/// let mut conn = pool.tenant("acme")?;
+/// let names: Vec<Name> = diesel::sql_query("SELECT name FROM todo_item").load(&mut conn)?;
+/// diesel::sql_query("DELETE FROM todo_item").execute(&mut conn)?;
+/// conn.commit()?; // without it, the delete is rolled back (and logged as a warning)
+/// # Ok(()) }
+/// ```
 pub struct SyncTenantConnection {
     /// `Some` until `commit`/`rollback` or drop takes it.
     conn: Option<PooledConnection<SyncConnectionManager>>,
     scope: Scope,
+    batches: Batches,
     trace: TransactionSpan,
 }
 
@@ -412,7 +417,13 @@ impl SyncTenantConnection {
         &self.scope
     }
 
-    /// Commits the transaction and returns the connection to the pool.
+    /// Commits the transaction and returns the connection to the pool, reset (see
+    /// [`crate::transaction`]).
+    ///
+    /// [`Error::RolledBack`] when PostgreSQL did not commit because a statement in the
+    /// transaction had failed; [`Error::ScopeEnded`] when a raw `COMMIT` or `ROLLBACK`
+    /// ended the scope before (the connection is discarded); the server's error when
+    /// `COMMIT` itself was refused (a deferred constraint, a serialization failure).
     pub fn commit(mut self) -> Result<(), Error> {
         self.end(true)
     }
@@ -427,17 +438,14 @@ impl SyncTenantConnection {
         let Some(mut conn) = self.conn.take() else {
             return Ok(());
         };
-        let ended = if commit {
-            AnsiTransactionManager::commit_transaction(&mut *conn)
+        let ending = if commit {
+            Ending::Commit
         } else {
-            AnsiTransactionManager::rollback_transaction(&mut *conn)
+            Ending::Rollback
         };
-        self.trace.ended(
-            commit,
-            &ended,
-            AnsiTransactionManager::transaction_manager_status_mut(&mut *conn),
-        );
-        Ok(ended?)
+        let ended = crate::sync::end(&mut conn, &self.batches, ending);
+        self.trace.ended(&ended);
+        ended.result
     }
 }
 
@@ -460,6 +468,119 @@ impl DerefMut for SyncTenantConnection {
     }
 }
 
+// `SyncTenantConnection` is a diesel connection, as r2d2's `PooledConnection` is: every
+// method goes to the `PgConnection` inside the open transaction, so `query.load(&mut conn)`
+// works without `&mut *conn`. (Implementing `Connection` outside diesel needs diesel's
+// `i-implement-a-third-party-backend-and-opt-into-breaking-changes` feature, which
+// diesel-async enables too; the `sync` feature turns it on.)
+
+impl SimpleConnection for SyncTenantConnection {
+    fn batch_execute(&mut self, query: &str) -> diesel::QueryResult<()> {
+        (**self).batch_execute(query)
+    }
+}
+
+impl diesel::connection::ConnectionSealed for SyncTenantConnection {}
+
+impl Connection for SyncTenantConnection {
+    type Backend = diesel::pg::Pg;
+    type TransactionManager = InnerTransactionManager;
+
+    /// A tenant connection comes from [`SyncTenantPool::tenant`] or
+    /// [`SyncTenantPool::admin`] only.
+    fn establish(_: &str) -> diesel::ConnectionResult<Self> {
+        Err(diesel::ConnectionError::BadConnection(
+            "a SyncTenantConnection comes from SyncTenantPool::tenant or ::admin".into(),
+        ))
+    }
+
+    fn execute_returning_count<T>(&mut self, source: &T) -> diesel::QueryResult<usize>
+    where
+        T: diesel::query_builder::QueryFragment<diesel::pg::Pg> + diesel::query_builder::QueryId,
+    {
+        (**self).execute_returning_count(source)
+    }
+
+    fn transaction_state(&mut self) -> &mut AnsiTransactionManager {
+        (**self).transaction_state()
+    }
+
+    fn instrumentation(&mut self) -> &mut dyn diesel::connection::Instrumentation {
+        (**self).instrumentation()
+    }
+
+    fn set_instrumentation(&mut self, instrumentation: impl diesel::connection::Instrumentation) {
+        (**self).set_instrumentation(instrumentation);
+    }
+
+    fn set_prepared_statement_cache_size(&mut self, size: CacheSize) {
+        (**self).set_prepared_statement_cache_size(size);
+    }
+}
+
+impl<B> diesel::connection::LoadConnection<B> for SyncTenantConnection
+where
+    PgConnection: diesel::connection::LoadConnection<B>,
+{
+    type Cursor<'conn, 'query> =
+        <PgConnection as diesel::connection::LoadConnection<B>>::Cursor<'conn, 'query>;
+    type Row<'conn, 'query> =
+        <PgConnection as diesel::connection::LoadConnection<B>>::Row<'conn, 'query>;
+
+    fn load<'conn, 'query, T>(
+        &'conn mut self,
+        source: T,
+    ) -> diesel::QueryResult<Self::Cursor<'conn, 'query>>
+    where
+        T: diesel::query_builder::Query
+            + diesel::query_builder::QueryFragment<diesel::pg::Pg>
+            + diesel::query_builder::QueryId
+            + 'query,
+        diesel::pg::Pg: diesel::expression::QueryMetadata<T::SqlType>,
+    {
+        <PgConnection as diesel::connection::LoadConnection<B>>::load(&mut **self, source)
+    }
+}
+
+impl<Changes, Output> diesel::query_dsl::UpdateAndFetchResults<Changes, Output>
+    for SyncTenantConnection
+where
+    PgConnection: diesel::query_dsl::UpdateAndFetchResults<Changes, Output>,
+{
+    fn update_and_fetch(&mut self, changeset: Changes) -> diesel::QueryResult<Output> {
+        (**self).update_and_fetch(changeset)
+    }
+}
+
+/// The transaction manager of [`SyncTenantConnection`]: diesel's, on the `PgConnection`
+/// inside, so that `conn.transaction(..)` on a tenant connection is a savepoint of the
+/// tenant transaction.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct InnerTransactionManager;
+
+impl TransactionManager<SyncTenantConnection> for InnerTransactionManager {
+    type TransactionStateData = AnsiTransactionManager;
+
+    fn begin_transaction(conn: &mut SyncTenantConnection) -> diesel::QueryResult<()> {
+        AnsiTransactionManager::begin_transaction(&mut **conn)
+    }
+
+    fn rollback_transaction(conn: &mut SyncTenantConnection) -> diesel::QueryResult<()> {
+        AnsiTransactionManager::rollback_transaction(&mut **conn)
+    }
+
+    fn commit_transaction(conn: &mut SyncTenantConnection) -> diesel::QueryResult<()> {
+        AnsiTransactionManager::commit_transaction(&mut **conn)
+    }
+
+    fn transaction_manager_status_mut(
+        conn: &mut SyncTenantConnection,
+    ) -> &mut diesel::connection::TransactionManagerStatus {
+        AnsiTransactionManager::transaction_manager_status_mut(&mut **conn)
+    }
+}
+
 impl Drop for SyncTenantConnection {
     fn drop(&mut self) {
         let Some(mut conn) = self.conn.take() else {
@@ -472,9 +593,6 @@ impl Drop for SyncTenantConnection {
             return;
         }
         let _inside = self.trace.span().enter();
-        if let Err(error) = AnsiTransactionManager::rollback_transaction(&mut *conn) {
-            trace::dropped_rollback_failed(&error);
-            AnsiTransactionManager::transaction_manager_status_mut(&mut *conn).set_in_error();
-        }
+        trace::dropped(&crate::sync::end(&mut conn, &self.batches, Ending::Drop));
     }
 }

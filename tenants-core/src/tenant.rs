@@ -168,19 +168,31 @@ impl fmt::Display for Tenant {
     }
 }
 
-/// Renders `value` as an escape-string literal `E'...'`.
+/// Renders `value` as an escape-string literal `E'...'` made of printable ASCII only.
 ///
 /// The `E` form means the same whatever `standard_conforming_strings` says: backslash is
-/// always the escape character, so doubling backslashes and quotes is the whole job. The
-/// value must be NUL-free (a [`Tenant`] always is); PostgreSQL text cannot hold NUL.
+/// always the escape character. Quotes are doubled (never `\'`, which `backslash_quote`
+/// may refuse), backslashes doubled, and every other character outside printable ASCII is
+/// written as a Unicode escape (`\u00e9`, `\U0001f600`), so the literal is the same bytes
+/// in every client encoding: no multibyte character of SJIS, BIG5, GBK or GB18030 can
+/// swallow a backslash or a quote of it. (PostgreSQL accepts Unicode escapes above U+007F
+/// only in a UTF-8 database; elsewhere the server refuses such an id, never misreads it.)
+/// The value must be NUL-free (a [`Tenant`] always is); PostgreSQL text cannot hold NUL.
 pub(crate) fn escape_literal(value: &str) -> String {
+    use std::fmt::Write as _;
     let mut out = String::with_capacity(value.len() + 3);
     out.push_str("E'");
     for c in value.chars() {
         match c {
             '\'' => out.push_str("''"),
             '\\' => out.push_str("\\\\"),
-            c => out.push(c),
+            ' '..='~' => out.push(c),
+            c if u32::from(c) <= 0xFFFF => {
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            }
+            c => {
+                let _ = write!(out, "\\U{:08x}", u32::from(c));
+            }
         }
     }
     out.push('\'');
@@ -207,6 +219,14 @@ mod tests {
         assert_eq!(escape_literal("acme"), "E'acme'");
         assert_eq!(escape_literal(r"a'b\c"), r"E'a''b\\c'");
         assert_eq!(escape_literal("';--"), "E''';--'");
+        assert_eq!(
+            escape_literal("\t\u{7f}é\u{1F600}"),
+            r"E'\u0009\u007f\u00e9\U0001f600'"
+        );
+        // The SJIS attack of issue 15: every byte ASCII, the quote doubled.
+        let sjis = escape_literal("\u{c1}\\'; SET LOCAL x = $$acme$$; --");
+        assert_eq!(sjis, r"E'\u00c1\\''; SET LOCAL x = $$acme$$; --'");
+        assert!(sjis.is_ascii());
         assert_eq!(quote_ident(r#"we"ird"#), r#""we""ird""#);
         assert_eq!(quote_literal("o'k"), "'o''k'");
     }

@@ -23,12 +23,12 @@
 use std::fmt::Display;
 use std::time::{Duration, Instant};
 
-use diesel::connection::TransactionManagerStatus;
 use tracing::Span;
 use tracing::field::{Empty, display};
 
 use crate::config::Config;
 use crate::scope::Scope;
+use crate::transaction::Ended;
 
 /// The target of the transaction span and of the events inside it.
 pub(crate) const TRANSACTION_TARGET: &str = "tenants::transaction";
@@ -112,27 +112,27 @@ impl TransactionSpan {
         self.span.record("error", display(error));
     }
 
-    /// Ends the span after the transaction's `COMMIT` (`committing`) or `ROLLBACK` returned
-    /// `ended`, with the connection's transaction manager left in `status`: a failed commit
-    /// that left the connection outside any transaction was rolled back; one that left the
-    /// manager broken or inside a transaction is closed by the pool, so discarded.
-    pub(crate) fn ended(
-        &mut self,
-        committing: bool,
-        ended: &diesel::QueryResult<()>,
-        status: &TransactionManagerStatus,
-    ) {
-        let outcome = match ended {
-            Ok(()) if committing => Outcome::Commit,
-            Ok(()) => Outcome::Rollback,
-            Err(error) => {
-                self.failed(error);
-                if matches!(status.transaction_depth(), Ok(None)) {
-                    Outcome::Rollback
-                } else {
-                    Outcome::Discarded
-                }
-            }
+    /// Ends the span as `ended` says: committed, rolled back (the connection kept), or
+    /// discarded; with the error, when there is one. Warns when the connection is
+    /// discarded for session state the transaction left.
+    pub(crate) fn ended(&mut self, ended: &Ended) {
+        if let Err(error) = &ended.result {
+            self.failed(error);
+        }
+        if let Some(error) = &ended.state_left {
+            let _inside = self.span.enter();
+            tracing::warn!(
+                target: TRANSACTION_TARGET,
+                %error,
+                "discarding the connection: the transaction left an SQL prepared statement (PREPARE) on the session"
+            );
+        }
+        let outcome = if ended.committed {
+            Outcome::Commit
+        } else if ended.discard {
+            Outcome::Discarded
+        } else {
+            Outcome::Rollback
         };
         self.end(outcome);
     }
@@ -193,10 +193,32 @@ pub(crate) fn lost_connection_discarded(error: &dyn Display) {
     );
 }
 
+/// What the rollback of a transaction dropped without commit or rollback found: a warning
+/// when it had written, or when the rollback failed. Inside the transaction's span.
+#[cfg(any(feature = "async", feature = "sync"))]
+pub(crate) fn dropped(ended: &Ended) {
+    if ended.dropped_after_write {
+        dropped_after_write();
+    }
+    if let Err(error) = &ended.result {
+        dropped_rollback_failed(error);
+    }
+}
+
+/// A transaction dropped without commit or rollback had written: its writes are rolled
+/// back. Inside the transaction's span.
+#[cfg(any(feature = "async", feature = "sync"))]
+fn dropped_after_write() {
+    tracing::warn!(
+        target: TRANSACTION_TARGET,
+        "a tenant transaction that wrote was dropped without commit(): its writes are rolled back (call commit(), or use the pool's transaction(..) closure form, which commits on Ok)"
+    );
+}
+
 /// The rollback of a transaction dropped without commit failed: the pool closes the
 /// connection. Inside the transaction's span.
 #[cfg(any(feature = "async", feature = "sync"))]
-pub(crate) fn dropped_rollback_failed(error: &dyn Display) {
+fn dropped_rollback_failed(error: &dyn Display) {
     tracing::warn!(
         target: TRANSACTION_TARGET,
         %error,

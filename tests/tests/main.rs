@@ -20,4 +20,5 @@ mod soak;
 mod sync_pool;
 mod threats;
 mod tracing_spans;
+mod transaction_end;
 mod verify;

@@ -179,9 +179,11 @@ async fn scoped_session(pool: &TenantPool, tenant: Option<&str>) -> Session {
 }
 
 /// Tenant and admin checkouts run no recycle check: their begin batch sets role and tenant
-/// itself, overriding a session-level `SET ROLE` left behind. A plain checkout still checks.
-/// (Fails if the batch's `SET LOCAL ROLE` goes, or the plain check's role test.)
-async fn a_session_role_left_behind_is_overridden_in_scopes_and_refused_plain(server: Server<'_>) {
+/// itself, overriding a session-level `SET ROLE` left behind, and their end resets the
+/// session's role. (Fails if the batch's `SET LOCAL ROLE` goes, or the end's reset.)
+async fn a_session_role_left_behind_is_overridden_in_scopes_and_reset_at_their_end(
+    server: Server<'_>,
+) {
     let (_db, pool) = prepared(server).await;
     let home = checkout_session(&pool).await;
     let dirty = on_a_plain_checkout(&pool, "SET ROLE tenants_admin").await;
@@ -196,19 +198,17 @@ async fn a_session_role_left_behind_is_overridden_in_scopes_and_refused_plain(se
         (admin.pid, admin.role.as_str(), admin.tenant.as_str()),
         (dirty, "tenants_admin", "")
     );
+    // The end of the scoped transaction reset the session's role: clean, so kept.
     let plain = checkout_session(&pool).await;
-    assert_ne!(
-        plain.pid, dirty,
-        "a plain checkout refuses the dirty connection"
+    assert_eq!(
+        (plain.pid, plain.role, plain.tenant),
+        (dirty, home.role, String::new())
     );
-    assert_eq!((plain.role, plain.tenant), (home.role, String::new()));
 }
 
 /// A session-level tenant (`set_config(.., false)`), here left by code inside a tenant
-/// transaction: a later tenant transaction sets its own, an admin transaction clears it, a
-/// plain checkout refuses the connection. (Fails if the admin batch stops clearing the
-/// setting, or the plain check's setting test goes.)
-async fn a_session_tenant_left_behind_is_overridden_in_scopes_and_refused_plain(
+/// transaction, does not outlive it: the commit resets it. (Fails without the reset.)
+async fn a_session_tenant_left_behind_is_overridden_in_scopes_and_reset_at_their_end(
     server: Server<'_>,
 ) {
     let (_db, pool) = prepared(server).await;
@@ -224,12 +224,9 @@ async fn a_session_tenant_left_behind_is_overridden_in_scopes_and_refused_plain(
     assert_eq!((admin.pid, admin.tenant.as_str()), (dirty, ""));
     let globex = scoped_session(&pool, Some("globex")).await;
     assert_eq!((globex.pid, globex.tenant.as_str()), (dirty, "globex"));
+    // The commit reset the session-level setting: clean, so kept.
     let plain = checkout_session(&pool).await;
-    assert_ne!(
-        plain.pid, dirty,
-        "a plain checkout refuses the dirty connection"
-    );
-    assert_eq!(plain.tenant, "");
+    assert_eq!((plain.pid, plain.tenant.as_str()), (dirty, ""));
 }
 
 /// A `log` table our roles may write; on Citus a reference table, so that writing it
@@ -420,8 +417,8 @@ on_every_server!(
     a_dirty_connection_is_discarded_by_the_recycle_check,
     invalid_tenant_id_is_rejected_before_checkout,
     without_the_statement_cache_a_raw_transaction_left_open_is_discarded,
-    a_session_role_left_behind_is_overridden_in_scopes_and_refused_plain,
-    a_session_tenant_left_behind_is_overridden_in_scopes_and_refused_plain,
+    a_session_role_left_behind_is_overridden_in_scopes_and_reset_at_their_end,
+    a_session_tenant_left_behind_is_overridden_in_scopes_and_reset_at_their_end,
     a_raw_transaction_that_wrote_is_refused_by_a_plain_checkout,
     a_raw_transaction_left_open_is_ended_by_the_next_scoped_one,
     a_transaction_left_aborted_is_rolled_back_and_the_begin_retried,

@@ -237,10 +237,10 @@ fn an_invalid_tenant_id_is_rejected_before_checkout() {
 }
 
 /// Tenant and admin checkouts run no check: their begin batch sets role and tenant
-/// itself, overriding a session-level `SET ROLE` left behind. A plain checkout refuses the
-/// connection. (Fails if the plain check's role test goes.)
+/// itself, overriding a session-level `SET ROLE` left behind, and their end resets the
+/// session's role. (Fails if the end's reset goes.)
 #[test]
-fn a_session_role_left_behind_is_overridden_in_scopes_and_refused_plain() {
+fn a_session_role_left_behind_is_overridden_in_scopes_and_reset_at_their_end() {
     let (_db, pool) = prepared();
     let home = checkout_session(&pool);
     let dirty = on_a_plain_checkout(&pool, "SET ROLE tenants_admin");
@@ -255,19 +255,18 @@ fn a_session_role_left_behind_is_overridden_in_scopes_and_refused_plain() {
         (admin.pid, admin.role.as_str(), admin.tenant.as_str()),
         (dirty, "tenants_admin", "")
     );
+    // The end of the scoped transaction reset the session's role: clean, so kept.
     let plain = checkout_session(&pool);
-    assert_ne!(
-        plain.pid, dirty,
-        "a plain checkout refuses the dirty connection"
+    assert_eq!(
+        (plain.pid, plain.role, plain.tenant),
+        (dirty, home.role, String::new())
     );
-    assert_eq!((plain.role, plain.tenant), (home.role, String::new()));
 }
 
-/// A session-level tenant (`set_config(.., false)`) left by code inside a tenant
-/// transaction: a later tenant transaction sets its own, an admin transaction clears it, a
-/// plain checkout refuses the connection. (Fails if the plain check's setting test goes.)
+/// A session-level tenant (`set_config(.., false)`), here left by code inside a tenant
+/// transaction, does not outlive it: the commit resets it. (Fails without the reset.)
 #[test]
-fn a_session_tenant_left_behind_is_overridden_in_scopes_and_refused_plain() {
+fn a_session_tenant_left_behind_is_overridden_in_scopes_and_reset_at_their_end() {
     let (_db, pool) = prepared();
     let mut conn = pool.tenant("acme").expect("tenant");
     let dirty = session_of(&mut conn).pid;
@@ -280,12 +279,9 @@ fn a_session_tenant_left_behind_is_overridden_in_scopes_and_refused_plain() {
     assert_eq!((admin.pid, admin.tenant.as_str()), (dirty, ""));
     let globex = scoped_session(&pool, Some("globex"));
     assert_eq!((globex.pid, globex.tenant.as_str()), (dirty, "globex"));
+    // The commit reset the session-level setting: clean, so kept.
     let plain = checkout_session(&pool);
-    assert_ne!(
-        plain.pid, dirty,
-        "a plain checkout refuses the dirty connection"
-    );
-    assert_eq!(plain.tenant, "");
+    assert_eq!((plain.pid, plain.tenant.as_str()), (dirty, ""));
 }
 
 /// A raw `BEGIN` left open by a plain checkout, with a write: the next plain checkout

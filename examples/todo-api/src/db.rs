@@ -1,12 +1,7 @@
 //! The schema, the migrations, the pool, and [`Db`], the request's tenant transaction.
 
-use std::future::Future;
-use std::pin::Pin;
-
 use diesel::prelude::*;
 use diesel::sql_types::Text;
-use diesel_async::pooled_connection::PoolError;
-use diesel_async::{AsyncPgConnection, SimpleAsyncConnection};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use serde::Serialize;
 use tenants_core::{Config, TenantPool};
@@ -123,32 +118,38 @@ struct Statement {
 }
 
 /// The pool: `Config::default()`'s names, `tenants-core`'s recycle check, and
-/// `statement_timeout` set on every new connection. Its first connection is made here, so
-/// an unreachable database is a start-up error with the server's reason.
+/// `statement_timeout` for every connection. Its first connection is made here, so an
+/// unreachable database is a start-up error with the server's reason.
 pub async fn pool(settings: &Settings) -> Result<TenantPool, tenants_core::Error> {
     let builder = bb8::Pool::builder()
         .max_size(settings.pool_max_size)
-        .connection_timeout(settings.pool_timeout)
-        .connection_customizer(Box::new(StatementTimeout(
-            settings.statement_timeout.as_millis(),
-        )));
-    TenantPool::connect_with(&settings.database_url, Config::default(), builder).await
+        .connection_timeout(settings.pool_timeout);
+    let url = with_statement_timeout(
+        &settings.database_url,
+        settings.statement_timeout.as_millis(),
+    );
+    TenantPool::connect_with(&url, Config::default(), builder).await
 }
 
-/// Sets `statement_timeout` (milliseconds; 0 is none) on each new pooled connection.
-#[derive(Debug)]
-struct StatementTimeout(u128);
-
-impl bb8::CustomizeConnection<AsyncPgConnection, PoolError> for StatementTimeout {
-    fn on_acquire<'a>(
-        &'a self,
-        conn: &'a mut AsyncPgConnection,
-    ) -> Pin<Box<dyn Future<Output = Result<(), PoolError>> + Send + 'a>> {
-        Box::pin(async move {
-            conn.batch_execute(&format!("SET statement_timeout = {}", self.0))
-                .await
-                .map_err(PoolError::QueryError)
-        })
+/// `url` asking the server for `statement_timeout` (milliseconds; 0 is none) as a startup
+/// option: the session's default, which the reset after every tenant transaction keeps (a
+/// `SET` made on a new connection would be reset after its first transaction).
+fn with_statement_timeout(url: &str, millis: u128) -> String {
+    let option = format!("-c statement_timeout={millis}");
+    match url::Url::parse(url) {
+        Ok(mut parsed) => {
+            // Percent-encoded: the driver reads `+` as itself, not as a space.
+            let option =
+                percent_encoding::utf8_percent_encode(&option, percent_encoding::NON_ALPHANUMERIC);
+            let query = match parsed.query() {
+                Some(query) => format!("{query}&options={option}"),
+                None => format!("options={option}"),
+            };
+            parsed.set_query(Some(&query));
+            parsed.into()
+        }
+        // A `key=value` connection string.
+        Err(_) => format!("{url} options='{option}'"),
     }
 }
 
