@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use diesel_async::pooled_connection::bb8::Pool;
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
-use tenants_core::policy::{self, Grantee, QualifiedName, TableSpec};
+use tenants_core::policy::{self, Grantee, QualifiedName, RoleGrant, TableSpec};
 use tenants_core::registry::TenantSqlType;
 use tenants_core::{Config, TenantPool};
 
@@ -204,7 +204,11 @@ async fn setup(url: &str, config: &Config, per_tenant: u64) -> Result<()> {
         sql_type: TenantSqlType::Text,
         sequences: vec![QualifiedName::new("public", "item_rls_id_seq")],
     };
-    let changes = policy::setup(config, &[spec], &[Grantee::Role(OWNER.into())]);
+    let changes = policy::setup(
+        config,
+        &[spec],
+        &[RoleGrant::both(Grantee::Role(OWNER.into()))],
+    );
     db::batch_locked(&mut conn, &policy::render_up(config, &changes)).await?;
     conn.batch_execute("ANALYZE item_rls; ANALYZE item_plain")
         .await?;

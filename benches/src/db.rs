@@ -4,7 +4,7 @@ use diesel::QueryableByName;
 use diesel::sql_types::Text;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use tenants_core::Config;
-use tenants_core::policy::{self, Grantee, TableSpec};
+use tenants_core::policy::{self, RoleGrant, TableSpec};
 
 use crate::error::{BenchError, Result};
 
@@ -198,7 +198,7 @@ pub async fn ensure_owner(conn: &mut AsyncPgConnection) -> Result<()> {
 pub async fn apply_rls(
     conn: &mut AsyncPgConnection,
     tables: &[TableSpec],
-    grant_to: &[Grantee],
+    grant_to: &[RoleGrant],
 ) -> Result<()> {
     let config = Config::default();
     let changes = policy::setup(&config, tables, grant_to);

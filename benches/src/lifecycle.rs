@@ -19,7 +19,7 @@ use diesel::{Connection, ExecuteCopyFromDsl, PgConnection};
 use diesel_async::SimpleAsyncConnection;
 use tenants_core::catalog::{MarkedTable, ProbeKey};
 use tenants_core::lifecycle::{self, PurgeMode};
-use tenants_core::policy::{Grantee, QualifiedName, TableSpec};
+use tenants_core::policy::{Grantee, QualifiedName, RoleGrant, TableSpec};
 use tenants_core::registry::TenantSqlType;
 use tenants_core::{Config, TenantPool};
 
@@ -259,7 +259,7 @@ async fn load(db: &BenchDb, rows: u64) -> Result<()> {
             sql_type: TenantSqlType::Text,
             sequences: vec![QualifiedName::new("public", "life_item_id_seq")],
         }],
-        &[Grantee::Role(OWNER.into())],
+        &[RoleGrant::both(Grantee::Role(OWNER.into()))],
     )
     .await?;
     conn.batch_execute("VACUUM ANALYZE life_item").await?;

@@ -11,7 +11,7 @@ use diesel_async::{
     AnsiTransactionManager, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection,
     TransactionManager,
 };
-use tenants_core::policy::{Grantee, QualifiedName, TableSpec};
+use tenants_core::policy::{Grantee, QualifiedName, RoleGrant, TableSpec};
 use tenants_core::registry::TenantSqlType;
 use tenants_core::{Config, ScopedDsl, TenantPool};
 
@@ -74,7 +74,7 @@ pub async fn setup(db: &BenchDb, per_tenant: u64) -> Result<()> {
             sql_type: TenantSqlType::Text,
             sequences: vec![QualifiedName::new("public", "item_rls_id_seq")],
         }],
-        &[Grantee::Role(OWNER.into())],
+        &[RoleGrant::both(Grantee::Role(OWNER.into()))],
     )
     .await?;
     conn.batch_execute("ANALYZE item_rls; ANALYZE item_plain")

@@ -7,9 +7,9 @@ use diesel::connection::{Instrumentation, InstrumentationEvent};
 use diesel_async::{AsyncConnection, AsyncPgConnection};
 use tenants_core::catalog::{self as core_catalog, Catalog, MarkedTable, ProbeKey};
 use tenants_core::plan::{self, Plan, PlanError, PlanOptions};
-use tenants_core::policy::{self, Change, Grantee, QualifiedName, TableSpec};
+use tenants_core::policy::{self, Change, Grantee, QualifiedName, RoleGrant, TableSpec};
 use tenants_core::registry::TenantSqlType;
-use tenants_core::{Config, Finding, VerifyReport, verify};
+use tenants_core::{Config, Finding, Purpose, VerifyReport, verify};
 
 use crate::settings::Settings;
 use crate::{CliError, Options, PlanArgs, sources};
@@ -57,8 +57,9 @@ pub struct State {
     pub shared: Vec<QualifiedName>,
     /// The live catalog.
     pub catalog: Catalog,
-    /// `--grant-to`, as given.
-    grant_to: Vec<String>,
+    /// `--grant-to`, `--grant-tenant-to` and `--grant-admin-to`, as given, each with the
+    /// purpose its flag grants for.
+    grant_to: Vec<(String, Purpose)>,
 }
 
 /// The `--grant-to` keyword for whoever runs the migration.
@@ -205,11 +206,18 @@ impl State {
 
     /// Reads the catalog on an open session.
     fn read_in(mut session: Session, plan: &PlanArgs) -> Result<Self, CliError> {
+        let grant_to: Vec<(String, Purpose)> = [
+            (&plan.grant_to, Purpose::TenantAndAdmin),
+            (&plan.grant_tenant_to, Purpose::Tenant),
+            (&plan.grant_admin_to, Purpose::Admin),
+        ]
+        .into_iter()
+        .flat_map(|(names, purpose)| names.iter().map(move |name| (name.clone(), purpose)))
+        .collect();
         // Outside --full, CURRENT_USER is the connecting role, which an empty list means.
-        let members: Vec<String> = plan
-            .grant_to
+        let members: Vec<(String, Purpose)> = grant_to
             .iter()
-            .filter(|name| !name.eq_ignore_ascii_case(CURRENT_USER))
+            .filter(|(name, _)| !name.eq_ignore_ascii_case(CURRENT_USER))
             .cloned()
             .collect();
         let catalog = session
@@ -222,6 +230,9 @@ impl State {
                 &members,
             ))
             .map_err(|e| DatabaseError::Query(one_line(e)))?;
+        if let Some(unknown) = catalog.memberships.iter().find(|m| !m.member_exists) {
+            return Err(CliError::UnknownRole(unknown.member.clone()));
+        }
         if plan.verbose {
             eprintln!(
                 "read the catalog for {} marked table(s) in {} statements",
@@ -234,7 +245,7 @@ impl State {
             tables: session.tables,
             shared: session.shared,
             catalog,
-            grant_to: plan.grant_to.clone(),
+            grant_to,
         })
     }
 
@@ -254,18 +265,19 @@ impl State {
         )
     }
 
-    /// `--grant-to` (an empty list means CURRENT_USER, whoever runs the migration, so
-    /// that it replays on a fresh server) and `--allow-unmark`.
+    /// The `--grant-*` logins (none means both roles to CURRENT_USER, whoever runs the
+    /// migration, so that it replays on a fresh server) and `--allow-unmark`.
     fn plan_options(&self, allow_unmark: bool) -> PlanOptions {
         let grant_to = self
             .grant_to
             .iter()
-            .map(|name| {
-                if name.eq_ignore_ascii_case(CURRENT_USER) {
+            .map(|(name, purpose)| RoleGrant {
+                member: if name.eq_ignore_ascii_case(CURRENT_USER) {
                     Grantee::CurrentUser
                 } else {
                     Grantee::Role(name.clone())
-                }
+                },
+                purpose: *purpose,
             })
             .collect();
         PlanOptions {

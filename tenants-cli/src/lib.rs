@@ -18,9 +18,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use tenants_core::Config;
 use tenants_core::plan::PlanError;
 use tenants_core::policy::{self, Change};
+use tenants_core::{Config, Purpose};
 
 use output::{out, outln};
 pub use settings::Settings;
@@ -138,11 +138,20 @@ pub struct Options {
 /// write.
 #[derive(Debug, Clone, Default, Args)]
 pub struct PlanArgs {
-    /// The login role(s) to grant our roles to (default: the connecting role);
-    /// `CURRENT_USER` means whoever runs the migration (with --full; otherwise the
-    /// connecting role).
-    #[arg(long)]
+    /// The login role(s) to grant both our roles to (default, when no --grant-* is given:
+    /// the connecting role); `CURRENT_USER` means whoever runs the migration (with --full;
+    /// otherwise the connecting role). A login that serves tenants should get the tenant
+    /// role only (--grant-tenant-to), an admin login the admin role only (--grant-admin-to).
+    #[arg(long, value_name = "LOGIN")]
     pub grant_to: Vec<String>,
+    /// The login role(s) serving tenant transactions: granted the tenant role only. The
+    /// role must exist (else exit 2, nothing written).
+    #[arg(long, value_name = "LOGIN")]
+    pub grant_tenant_to: Vec<String>,
+    /// The login role(s) doing admin work: granted the admin role only. The role must
+    /// exist (else exit 2, nothing written).
+    #[arg(long, value_name = "LOGIN")]
+    pub grant_admin_to: Vec<String>,
     /// Allow a migration that removes our policies and row level security from tables no
     /// longer marked. Without it such a plan is refused, and `check` fails: lost marks
     /// (`diesel print-schema`) must never turn RLS off silently.
@@ -201,6 +210,11 @@ pub enum CliError {
     /// The migration could not be written.
     #[error("{0}")]
     Write(#[from] migration::WriteError),
+    /// A login named by --grant-to, --grant-tenant-to or --grant-admin-to does not exist.
+    #[error(
+        "role \"{0}\" does not exist; nothing written\nhint: create the login first (`CREATE ROLE \"{0}\" LOGIN;`), or correct the name"
+    )]
+    UnknownRole(String),
 }
 
 /// Runs `cli`, printing results on stdout and errors on stderr; returns the exit code.
@@ -331,11 +345,19 @@ fn audit_command(options: &Options, login: Option<&str>) -> Result<ExitCode, Cli
 }
 
 /// The names the options give, Citus mode off: [`citus_mode`] decides it, with the server.
+///
+/// The CLI runs as whoever migrates (the owner, often a superuser), so its login may
+/// bypass RLS; the connecting role, when it is the grantee, gets both roles.
 pub fn config(options: &Options) -> Result<Config, tenants_core::ConfigError> {
     Config::default()
         .with_tenant_role(&options.tenant_role)?
         .with_admin_role(&options.admin_role)?
         .with_setting(&options.setting)
+        .map(|config| {
+            config
+                .with_purpose(Purpose::TenantAndAdmin)
+                .with_bypassing_login(true)
+        })
 }
 
 /// What a command does with the server, for [`citus_mode`].

@@ -7,6 +7,7 @@ mod cycle;
 mod errors;
 mod example;
 mod fixture;
+mod grants;
 mod invariant;
 mod lifecycle;
 mod portable;

@@ -10,7 +10,7 @@ use diesel::query_builder::{BoxedSqlQuery, SqlQuery};
 use diesel::sql_types::{Array, Bool, Integer, Nullable, Text};
 use diesel::{PgConnection, QueryResult, QueryableByName};
 
-use crate::config::Config;
+use crate::config::{Config, Purpose};
 use crate::policy;
 use crate::registry::TenantSqlType;
 pub use crate::spec::PolicyDef;
@@ -63,6 +63,14 @@ pub struct Membership {
     /// Whether `member` is a member of `role`, directly or not (superusers always are).
     #[diesel(sql_type = Bool)]
     pub is_member: bool,
+    /// Whether `member` has `role`'s privileges without `SET ROLE` (it inherits them):
+    /// then a statement outside any scope runs with our roles' grants and returns nothing
+    /// instead of failing with `permission denied`.
+    #[diesel(sql_type = Bool)]
+    pub inherits: bool,
+    /// Whether the role `member` exists.
+    #[diesel(sql_type = Bool)]
+    pub member_exists: bool,
 }
 
 /// Whether one of our roles has `USAGE` on a schema holding marked tables.
@@ -139,6 +147,9 @@ pub struct LoginState {
 struct LoginAndServer {
     #[diesel(embed)]
     login: LoginState,
+    /// `server_version_num`: PostgreSQL 16 made inheritance a property of each grant.
+    #[diesel(sql_type = Integer)]
+    server_version_num: i32,
     /// The Citus extension's version, when this database has it.
     #[diesel(sql_type = Nullable<Text>)]
     citus_version: Option<String>,
@@ -535,6 +546,8 @@ pub struct Catalog {
     pub memberships: Vec<Membership>,
     /// The connecting role.
     pub login: LoginState,
+    /// The server's `server_version_num` (150004 for 15.4).
+    pub server_version_num: i32,
     /// Our roles' `USAGE` on the schemas of the marked tables.
     pub schema_usage: Vec<SchemaUsage>,
     /// The marked tables that exist, and every table carrying a policy named like ours.
@@ -649,8 +662,9 @@ pub async fn citus_version(
 }
 
 /// Reads the catalog for the marked `tables` and the `shared` ones with `config`'s names,
-/// checking the membership of each of `members` (the connecting role when empty) in our
-/// roles: a fixed number of statements (fifteen reads and a rolled-back probe transaction of two, and
+/// checking the membership of each of `members` in the roles its [`Purpose`] needs (the
+/// connecting role for [`Config::purpose`] when empty): a fixed number of statements
+/// (fifteen reads and a rolled-back probe transaction of two, and
 /// one read of Citus's metadata on a database with Citus) whatever the number of tables.
 #[cfg(feature = "async")]
 #[cfg_attr(docsrs, doc(cfg(feature = "async")))]
@@ -659,7 +673,7 @@ pub async fn read(
     config: &Config,
     tables: &[MarkedTable],
     shared: &[QualifiedName],
-    members: &[String],
+    members: &[(String, Purpose)],
 ) -> Result<Catalog, diesel::result::Error> {
     read_on(conn, config, tables, shared, members).await
 }
@@ -670,7 +684,7 @@ pub fn read_sync(
     config: &Config,
     tables: &[MarkedTable],
     shared: &[QualifiedName],
-    members: &[String],
+    members: &[(String, Purpose)],
 ) -> Result<Catalog, diesel::result::Error> {
     completed_at_once(read_on(conn, config, tables, shared, members))
 }
@@ -680,7 +694,7 @@ async fn read_on(
     config: &Config,
     tables: &[MarkedTable],
     shared: &[QualifiedName],
-    members: &[String],
+    members: &[(String, Purpose)],
 ) -> Result<Catalog, diesel::result::Error> {
     let schemas: Vec<&str> = tables.iter().map(|t| t.table.schema.as_str()).collect();
     let names: Vec<&str> = tables.iter().map(|t| t.table.name.as_str()).collect();
@@ -708,7 +722,10 @@ async fn read_on(
     let memberships = statement(
         "SELECT r.name AS role, m.name AS member,
                 COALESCE(CASE WHEN ro.oid IS NOT NULL AND mo.oid IS NOT NULL
-                              THEN pg_has_role(mo.oid, ro.oid, 'MEMBER') END, false) AS is_member
+                              THEN pg_has_role(mo.oid, ro.oid, 'MEMBER') END, false) AS is_member,
+                COALESCE(CASE WHEN ro.oid IS NOT NULL AND mo.oid IS NOT NULL
+                              THEN pg_has_role(mo.oid, ro.oid, 'USAGE') END, false) AS inherits,
+                mo.oid IS NOT NULL AS member_exists
          FROM unnest(CASE WHEN cardinality($2::text[]) = 0 THEN ARRAY[session_user::text] ELSE $2::text[] END)
               WITH ORDINALITY AS m(name, i)
          CROSS JOIN unnest($1::text[]) WITH ORDINALITY AS r(name, j)
@@ -717,12 +734,25 @@ async fn read_on(
          ORDER BY m.i, r.j",
     )
     .bind::<Array<Text>, _>(&our_roles[..])
-    .bind::<Array<Text>, _>(members)
+    .bind::<Array<Text>, _>(members.iter().map(|(name, _)| name).collect::<Vec<_>>())
     .load::<Membership>(conn)
     .await?;
+    // Only the roles each member's purpose needs are asked of it.
+    let memberships: Vec<Membership> = memberships
+        .into_iter()
+        .enumerate()
+        .filter(|(i, m)| {
+            let purpose = members
+                .get(i / our_roles.len())
+                .map_or(config.purpose(), |(_, purpose)| *purpose);
+            purpose.roles(config).contains(&m.role.as_str())
+        })
+        .map(|(_, m)| m)
+        .collect();
 
     let login_and_server = statement(format!(
         "SELECT session_user::text AS name, rolsuper AS superuser, rolbypassrls AS bypass_rls,
+                current_setting('server_version_num')::int4 AS server_version_num,
                 ({CITUS_VERSION}) AS citus_version,
                 current_setting({}, true) AS propagate_set_commands
          FROM pg_roles WHERE rolname = session_user",
@@ -1001,6 +1031,7 @@ async fn read_on(
         roles,
         memberships,
         login,
+        server_version_num: login_and_server.server_version_num,
         schema_usage,
         tables: table_states,
         columns: tenant_columns,

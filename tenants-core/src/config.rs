@@ -63,6 +63,30 @@ pub enum ConfigError {
     },
 }
 
+/// What a pool's transactions are, hence which of our roles its login must be able to
+/// `SET ROLE` to (and, for the hardened deployment, nothing more): what
+/// [`crate::TenantPool::verify`] checks the login against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Purpose {
+    /// Tenant transactions only (the default): the login needs the tenant role.
+    Tenant,
+    /// Admin transactions only: the login needs the admin role.
+    Admin,
+    /// Both, on one pool: the login needs both roles.
+    TenantAndAdmin,
+}
+
+impl Purpose {
+    /// The roles of `config` a login serving this purpose must be a member of.
+    pub fn roles<'c>(&self, config: &'c Config) -> Vec<&'c str> {
+        match self {
+            Purpose::Tenant => vec![config.tenant_role()],
+            Purpose::Admin => vec![config.admin_role()],
+            Purpose::TenantAndAdmin => vec![config.tenant_role(), config.admin_role()],
+        }
+    }
+}
+
 /// Names of the roles, setting and policies (the README's "Put them under RLS" shows the
 /// SQL they name).
 ///
@@ -85,6 +109,8 @@ pub struct Config {
     statement_cache: bool,
     citus: bool,
     trace_tenant: bool,
+    purpose: Purpose,
+    bypassing_login: bool,
 }
 
 impl Default for Config {
@@ -100,6 +126,8 @@ impl Default for Config {
             statement_cache: true,
             citus: false,
             trace_tenant: true,
+            purpose: Purpose::Tenant,
+            bypassing_login: false,
         }
     }
 }
@@ -117,6 +145,8 @@ impl fmt::Debug for Config {
             .field("statement_cache", &self.statement_cache)
             .field("citus", &self.citus)
             .field("trace_tenant", &self.trace_tenant)
+            .field("purpose", &self.purpose)
+            .field("bypassing_login", &self.bypassing_login)
             .finish()
     }
 }
@@ -280,6 +310,38 @@ impl Config {
     /// traces (when tenant ids are personal data, or secrets).
     pub fn with_trace_tenant(mut self, trace_tenant: bool) -> Self {
         self.trace_tenant = trace_tenant;
+        self
+    }
+
+    /// What the pool's transactions are (default [`Purpose::Tenant`]); see
+    /// [`Config::with_purpose`].
+    pub fn purpose(&self) -> Purpose {
+        self.purpose
+    }
+
+    /// Declares what the pool's transactions are: `verify` then requires the login to be a
+    /// member of exactly the roles they switch to ([`Purpose::roles`]). The hardened
+    /// deployment serves tenants through a login that is a member of the tenant role only,
+    /// and does admin work on a second pool, `Purpose::Admin`, logged in as a member of
+    /// the admin role only.
+    pub fn with_purpose(mut self, purpose: Purpose) -> Self {
+        self.purpose = purpose;
+        self
+    }
+
+    /// Whether `verify` accepts a login that escapes RLS (default `false`); see
+    /// [`Config::with_bypassing_login`].
+    pub fn bypassing_login(&self) -> bool {
+        self.bypassing_login
+    }
+
+    /// Allows the pool to log in as a superuser or a `BYPASSRLS` role: `verify` then
+    /// reports it as a warning instead of failing. Scoped transactions are still subject to
+    /// RLS (they switch to our roles), but any statement outside a scope reads and writes
+    /// every tenant's rows; meant for tools that run as the owner or a superuser (the CLI),
+    /// not for a serving pool.
+    pub fn with_bypassing_login(mut self, allowed: bool) -> Self {
+        self.bypassing_login = allowed;
         self
     }
 }

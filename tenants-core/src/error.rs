@@ -75,8 +75,16 @@ pub enum Error {
 
 impl VerifyReport {
     /// `Ok(self)` when no finding is an error, else [`Error::Drift`]: what a pool's
-    /// `verify` returns.
+    /// `verify` returns. Each warning is emitted as a `tracing` WARN event first (target
+    /// `tenants_core::verify`), so that `pool.verify().await?` does not drop them unseen.
     pub fn into_result(self) -> Result<Self, Error> {
+        for warning in self.warnings() {
+            tracing::warn!(
+                target: "tenants_core::verify",
+                hint = %warning.hint(),
+                "{warning}"
+            );
+        }
         if self.is_ok() {
             Ok(self)
         } else {
@@ -93,16 +101,22 @@ impl Error {
     }
 }
 
-/// What to do about a database error the contract itself causes: a tenant transaction runs
-/// as the tenant role, which may read only marked and `#[shared]` tables.
+/// What to do about a database error the contract itself causes. `permission denied` on a
+/// `#[with_rls]` table comes from a statement outside any scope: the hardened serving
+/// login does not inherit our roles' privileges (inside a tenant transaction the tenant
+/// role has them). On any other table, from a tenant transaction: the tenant role may
+/// read only marked and `#[shared]` tables.
 fn database_hint(error: &diesel::result::Error) -> &'static str {
-    match error {
-        diesel::result::Error::DatabaseError(_, info)
-            if info.message().starts_with("permission denied for table") =>
-        {
-            "\nhint: tenant transactions run as the tenant role, which reads only #[with_rls] tables (through their policies) and #[shared] ones; if this table's rows belong to a tenant, mark it #[with_rls] (a join table too: give it the tenant column), then run `tenants generate`; #[tenants_core::shared] is only for data every tenant may read, all of it"
-        }
-        _ => "",
+    let diesel::result::Error::DatabaseError(_, info) = error else {
+        return "";
+    };
+    let Some(table) = info.message().strip_prefix("permission denied for table ") else {
+        return "";
+    };
+    if crate::registry::tables().iter().any(|t| t.name == table) {
+        "\nhint: this #[with_rls] table is read and written only inside a tenant or admin transaction: open a tenant transaction (`pool.tenant(id)`, `pool.transaction(id, ..)`), or an admin one for every tenant's rows"
+    } else {
+        "\nhint: tenant transactions run as the tenant role, which reads only #[with_rls] tables (through their policies) and #[shared] ones; if this table's rows belong to a tenant, mark it #[with_rls] (a join table too: give it the tenant column), then run `tenants generate`; #[tenants_core::shared] is only for data every tenant may read, all of it"
     }
 }
 

@@ -64,7 +64,7 @@ pub mod verify;
 #[path = "private.rs"]
 pub mod __private;
 
-pub use config::{Config, ConfigError, MAX_NAME_BYTES};
+pub use config::{Config, ConfigError, MAX_NAME_BYTES, Purpose};
 #[cfg(feature = "async")]
 #[cfg_attr(docsrs, doc(cfg(feature = "async")))]
 pub use connect::{describe_target, establish};

@@ -3,8 +3,8 @@
 //! exactly when [`plan`] returns no change, and `generate` writes exactly what it returns.
 
 use crate::catalog::{Catalog, MarkedTable};
-use crate::config::Config;
-use crate::policy::Change;
+use crate::config::{Config, Purpose};
+use crate::policy::{Change, RoleGrant};
 use crate::spec::{Grantee, QualifiedName};
 use crate::verify::{self, Finding, VerifyReport};
 
@@ -67,9 +67,9 @@ fn render_findings(findings: &[Finding]) -> String {
 pub struct PlanOptions {
     /// Remove our policies and RLS from tables no longer marked (`--allow-unmark`).
     pub allow_unmark: bool,
-    /// Who receives our roles in the migration's idempotent preamble; empty means
-    /// `CURRENT_USER` (whoever runs the migration).
-    pub grant_to: Vec<Grantee>,
+    /// Who receives which of our roles in the migration's preamble; empty means both roles
+    /// to `CURRENT_USER` (whoever runs the migration).
+    pub grant_to: Vec<RoleGrant>,
 }
 
 /// A planned migration and the comparison it came from.
@@ -82,10 +82,14 @@ pub struct Plan {
 }
 
 impl PlanOptions {
-    /// Who receives our roles: [`PlanOptions::grant_to`], or `CURRENT_USER` when empty.
-    pub fn grantees(&self) -> Vec<Grantee> {
+    /// Who receives which of our roles: [`PlanOptions::grant_to`], or both to
+    /// `CURRENT_USER` when empty.
+    pub fn grantees(&self) -> Vec<RoleGrant> {
         if self.grant_to.is_empty() {
-            vec![Grantee::CurrentUser]
+            vec![RoleGrant {
+                member: Grantee::CurrentUser,
+                purpose: Purpose::TenantAndAdmin,
+            }]
         } else {
             self.grant_to.clone()
         }
@@ -215,13 +219,14 @@ fn preamble(
                 role: role.to_string(),
             }),
     );
-    for grantee in &options.grantees() {
+    for grant in &options.grantees() {
+        let grantee = &grant.member;
         // The catalog checked the connecting role's membership for CURRENT_USER.
         let login = match grantee {
             Grantee::Role(name) => name.clone(),
             Grantee::CurrentUser => catalog.login.name.clone(),
         };
-        for role in roles {
+        for role in grant.purpose.roles(config) {
             let is_missing = missing(&Finding::RoleNotGranted {
                 role: role.to_string(),
                 login: login.clone(),
@@ -393,6 +398,7 @@ fn table_changes(
             | Finding::SharedTableMissing { .. }
             | Finding::NoTablesMarked
             | Finding::LoginBypassesRls { .. }
+            | Finding::LoginInheritsRole { .. }
             | Finding::RoleCannotLogin { .. }
             | Finding::RoleCanLogin { .. }
             | Finding::CitusModeOff { .. }

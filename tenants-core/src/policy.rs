@@ -5,10 +5,44 @@
 //! the full list for a set of tables; [`crate::plan`] builds the subset that mends what
 //! [`crate::verify`] finds. This module renders; it reads nothing and decides nothing.
 
-use crate::config::Config;
+use crate::config::{Config, Purpose};
 use crate::registry::TenantSqlType;
 pub use crate::spec::{Grantee, PolicyDef, QualifiedName, TableSpec, TenantForeignKey};
 use crate::tenant::{quote_ident, quote_literal};
+
+/// A login and what it is granted our roles for: a tenant-serving login gets the tenant
+/// role only, an admin login the admin role only.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RoleGrant {
+    /// The login role.
+    pub member: Grantee,
+    /// Which of our roles it receives ([`Purpose::roles`]).
+    pub purpose: Purpose,
+}
+
+impl RoleGrant {
+    /// The tenant role to `member`: a login serving tenant transactions.
+    pub fn tenant(member: Grantee) -> Self {
+        Self {
+            member,
+            purpose: Purpose::Tenant,
+        }
+    }
+    /// The admin role to `member`: a login doing admin work.
+    pub fn admin(member: Grantee) -> Self {
+        Self {
+            member,
+            purpose: Purpose::Admin,
+        }
+    }
+    /// Both roles to `member`: one login for tenant and admin transactions.
+    pub fn both(member: Grantee) -> Self {
+        Self {
+            member,
+            purpose: Purpose::TenantAndAdmin,
+        }
+    }
+}
 
 /// One step of a migration, with an exact inverse.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -193,10 +227,10 @@ fn cast_type(sql_type: TenantSqlType) -> &'static str {
 }
 
 /// Every change that puts `tables` under the contract from scratch: both roles (in Citus
-/// mode allowed to log in, should they exist already), their grants to each of
-/// `grant_to`, schema usage, then per table (sorted by schema and name) RLS, FORCE (unless
+/// mode allowed to log in, should they exist already), to each of `grant_to` the roles
+/// its purpose needs, schema usage, then per table (sorted by schema and name) RLS, FORCE (unless
 /// turned off), both policies and the grants.
-pub fn setup(config: &Config, tables: &[TableSpec], grant_to: &[Grantee]) -> Vec<Change> {
+pub fn setup(config: &Config, tables: &[TableSpec], grant_to: &[RoleGrant]) -> Vec<Change> {
     let mut tables: Vec<&TableSpec> = tables.iter().collect();
     tables.sort_by(|a, b| a.table.cmp(&b.table));
     let mut schemas: Vec<&str> = tables.iter().map(|t| t.table.schema.as_str()).collect();
@@ -214,11 +248,17 @@ pub fn setup(config: &Config, tables: &[TableSpec], grant_to: &[Grantee]) -> Vec
             role: role.to_string(),
         }));
     }
-    for member in grant_to {
-        changes.extend(roles.iter().map(|role| Change::GrantRole {
-            role: role.to_string(),
-            member: member.clone(),
-        }));
+    for grant in grant_to {
+        changes.extend(
+            grant
+                .purpose
+                .roles(config)
+                .into_iter()
+                .map(|role| Change::GrantRole {
+                    role: role.to_string(),
+                    member: grant.member.clone(),
+                }),
+        );
     }
     let role_names: Vec<String> = roles.iter().map(|r| r.to_string()).collect();
     changes.extend(schemas.into_iter().map(|schema| Change::GrantSchemaUsage {
@@ -658,6 +698,47 @@ pub fn tenant_keys(keys: &[TenantForeignKey]) -> Vec<Change> {
     changes
 }
 
+/// The hardened serving login `login` for `purpose`, made idempotently (one `DO` block):
+/// created if missing `LOGIN NOSUPERUSER NOBYPASSRLS NOINHERIT`, and granted exactly the
+/// roles its purpose needs (those that exist), without inheriting their privileges: on
+/// PostgreSQL 16 and later each grant says `WITH INHERIT FALSE`, before that the role's
+/// `NOINHERIT` does. It can `SET ROLE` to them, so its scoped transactions work, while a
+/// statement on a marked table outside any scope fails with `permission denied`. For a
+/// superuser to run (the example service and the test kit make their logins with it); it
+/// does not change a login that exists beyond the grants.
+pub fn serving_login(config: &Config, login: &str, purpose: Purpose) -> String {
+    let grants: String = purpose
+        .roles(config)
+        .into_iter()
+        .map(|role| {
+            let grant = format!("GRANT {} TO {}", quote_ident(role), quote_ident(login));
+            format!(
+                "  IF EXISTS (SELECT FROM pg_roles WHERE rolname = {role_literal}) THEN
+    IF current_setting('server_version_num')::int >= 160000 THEN
+      IF NOT pg_has_role({login_literal}, {role_literal}, 'MEMBER') OR pg_has_role({login_literal}, {role_literal}, 'USAGE') THEN
+        EXECUTE {with_option};
+      END IF;
+    ELSIF NOT pg_has_role({login_literal}, {role_literal}, 'MEMBER') THEN
+      {grant};
+    END IF;
+  END IF;
+",
+                role_literal = quote_literal(role),
+                login_literal = quote_literal(login),
+                with_option = quote_literal(&format!("{grant} WITH INHERIT FALSE")),
+            )
+        })
+        .collect();
+    do_block(&format!(
+        "  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = {}) THEN
+    CREATE ROLE {} LOGIN NOSUPERUSER NOBYPASSRLS NOINHERIT;
+  END IF;
+{grants}",
+        quote_literal(login),
+        quote_ident(login),
+    ))
+}
+
 /// The `up.sql` of `changes`: each change's statement, in order, one per line.
 pub fn render_up(config: &Config, changes: &[Change]) -> String {
     render(config, changes.iter().map(|c| c.up(config)))
@@ -758,7 +839,11 @@ GRANT USAGE, SELECT ON SEQUENCE "public"."todo_item_id_seq" TO "tenants_user", "
     #[test]
     fn citus_mode_inlines_the_policies_and_lets_the_roles_log_in() {
         let config = Config::default().with_citus(true);
-        let changes = setup(&config, &[todo_item()], &[Grantee::CurrentUser]);
+        let changes = setup(
+            &config,
+            &[todo_item()],
+            &[RoleGrant::both(Grantee::CurrentUser)],
+        );
         let up = render_up(&config, &changes);
         assert!(
             !up.contains("(SELECT NULLIF") && !up.contains("(SELECT current_user)"),
@@ -809,7 +894,11 @@ GRANT USAGE, SELECT ON SEQUENCE "public"."todo_item_id_seq" TO "tenants_user", "
     #[test]
     fn once_part_creates_roles_grants_them_and_schema_usage() {
         let config = Config::default();
-        let changes = setup(&config, &[todo_item()], &[Grantee::Role("app".into())]);
+        let changes = setup(
+            &config,
+            &[todo_item()],
+            &[RoleGrant::both(Grantee::Role("app".into()))],
+        );
         let once: Vec<Change> = changes.into_iter().take(5).collect();
         assert_eq!(
             render_up(&config, &once),
@@ -833,7 +922,7 @@ GRANT USAGE ON SCHEMA "public" TO "tenants_user", "tenants_admin";
     #[test]
     fn roles_can_go_to_whoever_runs_the_migration() {
         let config = Config::default();
-        let changes = setup(&config, &[], &[Grantee::CurrentUser]);
+        let changes = setup(&config, &[], &[RoleGrant::both(Grantee::CurrentUser)]);
         let up = render_up(&config, &changes);
         assert!(up.contains("GRANT \"tenants_user\" TO CURRENT_USER;\n"));
         assert!(
@@ -845,7 +934,11 @@ GRANT USAGE ON SCHEMA "public" TO "tenants_user", "tenants_admin";
     #[test]
     fn down_sql_undoes_up_in_reverse_order() {
         let config = Config::default();
-        let changes = setup(&config, &[todo_item()], &[Grantee::Role("app".into())]);
+        let changes = setup(
+            &config,
+            &[todo_item()],
+            &[RoleGrant::both(Grantee::Role("app".into()))],
+        );
         let down = render_down(&config, &changes);
         let lines: Vec<&str> = down.lines().collect();
         assert_eq!(
@@ -954,6 +1047,39 @@ GRANT USAGE ON SCHEMA "public" TO "tenants_user", "tenants_admin";
         assert_eq!(
             enabled,
             [r#""app"."z""#, r#""public"."a""#, r#""public"."b""#]
+        );
+    }
+
+    #[test]
+    fn each_login_gets_the_roles_of_its_purpose() {
+        let config = Config::default();
+        let logins = [
+            RoleGrant::tenant(Grantee::Role("app".into())),
+            RoleGrant::admin(Grantee::Role("ops".into())),
+        ];
+        let up = render_up(&config, &setup(&config, &[todo_item()], &logins));
+        assert!(up.contains("GRANT \"tenants_user\" TO \"app\";\n"), "{up}");
+        assert!(up.contains("GRANT \"tenants_admin\" TO \"ops\";\n"), "{up}");
+        assert!(!up.contains("GRANT \"tenants_admin\" TO \"app\""), "{up}");
+        assert!(!up.contains("GRANT \"tenants_user\" TO \"ops\""), "{up}");
+    }
+
+    #[test]
+    fn a_serving_login_is_made_without_inheriting_its_roles() {
+        let config = Config::default();
+        let sql = serving_login(&config, "app", Purpose::Tenant);
+        assert!(
+            sql.contains("CREATE ROLE \"app\" LOGIN NOSUPERUSER NOBYPASSRLS NOINHERIT;"),
+            "{sql}"
+        );
+        assert!(
+            sql.contains("EXECUTE 'GRANT \"tenants_user\" TO \"app\" WITH INHERIT FALSE';"),
+            "{sql}"
+        );
+        assert!(!sql.contains("tenants_admin"), "tenant purpose only: {sql}");
+        let admin = serving_login(&config, "ops", Purpose::Admin);
+        assert!(
+            admin.contains("GRANT \"tenants_admin\" TO \"ops\"") && !admin.contains("tenants_user")
         );
     }
 }

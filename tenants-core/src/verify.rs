@@ -245,13 +245,27 @@ pub enum Finding {
     /// No table is marked `#[with_rls]`: nothing is compared, so nothing is protected
     /// (marks lost by `diesel print-schema`, or the wrong crate).
     NoTablesMarked,
-    /// The connecting role is not subject to RLS outside our roles (a warning: our roles
-    /// still are, but any code path that forgets to scope reads everything).
+    /// The connecting role is not subject to RLS outside our roles: our roles still are,
+    /// but any code path that forgets to scope reads and writes every tenant's rows. An
+    /// error unless the configuration allows it ([`Config::with_bypassing_login`]).
     LoginBypassesRls {
         /// The connecting role.
         login: String,
         /// Why.
         bypass: Bypass,
+        /// Whether [`Config::bypassing_login`] allows it (then a warning).
+        allowed: bool,
+    },
+    /// A login inherits the privileges of one of our roles (a warning): a statement outside
+    /// any scope then runs with our roles' grants and silently returns nothing, where a
+    /// login that does not inherit them gets `permission denied`.
+    LoginInheritsRole {
+        /// The login role.
+        login: String,
+        /// Our role.
+        role: String,
+        /// The server's `server_version_num`: the fix differs from PostgreSQL 16 on.
+        server_version_num: i32,
     },
     /// Citus mode: one of our roles cannot log in, and Citus opens the connections to the
     /// workers as the current role, so every scoped transaction touching them fails.
@@ -424,8 +438,26 @@ impl Finding {
             Finding::NoTablesMarked => {
                 "mark the tenant tables #[with_rls] (did `diesel print-schema` drop the marks? is the module declaring them compiled into this program?)".to_string()
             }
-            Finding::LoginBypassesRls { .. } => {
-                "log in as a role that is only a member of the tenant role".to_string()
+            Finding::LoginBypassesRls { allowed: false, .. } => {
+                "serve through a login that is neither superuser nor BYPASSRLS, member of the tenant role only (README, \"Deployment\"); or allow it on purpose with `Config::with_bypassing_login(true)`".to_string()
+            }
+            Finding::LoginBypassesRls { allowed: true, .. } => {
+                "serve through a login that is neither superuser nor BYPASSRLS, member of the tenant role only (README, \"Deployment\")".to_string()
+            }
+            Finding::LoginInheritsRole {
+                login,
+                role,
+                server_version_num,
+            } => {
+                let login = crate::tenant::quote_ident(login);
+                let role = crate::tenant::quote_ident(role);
+                if *server_version_num >= 160_000 {
+                    format!(
+                        "as a superuser or the role's admin: `REVOKE {role} FROM {login}; GRANT {role} TO {login} WITH INHERIT FALSE;`"
+                    )
+                } else {
+                    format!("as a superuser: `ALTER ROLE {login} NOINHERIT;`")
+                }
             }
             Finding::RoleCannotLogin { .. } => format!(
                 "{MEND_WITH_GENERATE} (it makes the role LOGIN); restrict its logins to the cluster's nodes in pg_hba.conf (README, \"Scaling out with Citus\")"
@@ -457,7 +489,8 @@ impl Finding {
     /// Errors fail `verify`; warnings are reported only.
     pub fn severity(&self) -> Severity {
         match self {
-            Finding::LoginBypassesRls { .. }
+            Finding::LoginBypassesRls { allowed: true, .. }
+            | Finding::LoginInheritsRole { .. }
             | Finding::PolicyOnUnmarkedTable { .. }
             | Finding::RoleCanLogin { .. }
             | Finding::NotDistributedByTenant { .. }
@@ -657,10 +690,19 @@ impl fmt::Display for Finding {
                 "{table}: shared table is not readable by \"{role}\" (SELECT not granted)"
             ),
             Finding::NoTablesMarked => f.write_str("no table is marked #[with_rls]"),
-            Finding::LoginBypassesRls { login, bypass } => write!(
+            Finding::LoginBypassesRls {
+                login,
+                bypass,
+                allowed,
+            } => write!(
                 f,
-                "warning: login role \"{login}\" is {}: unscoped queries are not subject to RLS",
+                "{}login role \"{login}\" is {}: unscoped queries read and write every tenant's rows",
+                if *allowed { "warning: " } else { "" },
                 bypass.describe()
+            ),
+            Finding::LoginInheritsRole { login, role, .. } => write!(
+                f,
+                "warning: login role \"{login}\" inherits the privileges of \"{role}\": a statement outside any scope returns nothing instead of failing with permission denied"
             ),
             Finding::RoleCannotLogin { role } => write!(
                 f,
@@ -779,7 +821,7 @@ pub fn linked_tables() -> (Vec<MarkedTable>, Vec<QualifiedName>) {
 /// Compares `catalog` with the contract for `tables`; pure, so the CLI shares it.
 ///
 /// Findings come in a fixed order: no table marked, roles (their bypass, then their login
-/// ability), memberships, schema usage, then per table (sorted) its existence, column, RLS
+/// ability), memberships (missing, then inherited), schema usage, then per table (sorted) its existence, column, RLS
 /// flags, policies and grants, then tables carrying our policies without being marked, the
 /// shared tables, then on a Citus coordinator the propagation setting, the distribution and
 /// co-location of the marked tables and the shared tables' distribution, then the login
@@ -868,6 +910,20 @@ pub fn compare(config: &Config, tables: &[MarkedTable], catalog: &Catalog) -> Ve
                 role: d.role.clone(),
                 setting: d.setting.clone(),
                 value: d.value.clone(),
+            }),
+    );
+    // A superuser "inherits" everything; its bypass is the finding that matters.
+    let login_bypasses = bypass_of(catalog.login.superuser, catalog.login.bypass_rls).is_some();
+    findings.extend(
+        catalog
+            .memberships
+            .iter()
+            .filter(|m| m.is_member && m.inherits)
+            .filter(|m| !(login_bypasses && m.member == catalog.login.name))
+            .map(|m| Finding::LoginInheritsRole {
+                login: m.member.clone(),
+                role: m.role.clone(),
+                server_version_num: catalog.server_version_num,
             }),
     );
     findings.extend(catalog.schema_usage.iter().filter(|u| !u.usage).map(|u| {
@@ -1105,6 +1161,7 @@ pub fn compare(config: &Config, tables: &[MarkedTable], catalog: &Catalog) -> Ve
         findings.push(Finding::LoginBypassesRls {
             login: login.name.clone(),
             bypass,
+            allowed: config.bypassing_login(),
         });
     }
     VerifyReport { findings }

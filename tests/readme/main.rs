@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
-use tenants_core::policy::{self, Grantee, QualifiedName, TableSpec};
+use tenants_core::policy::{self, Grantee, QualifiedName, RoleGrant, TableSpec};
 use tenants_core::registry::TenantSqlType;
 use tenants_core::{Config, Tenant, TenantPool};
 use tenants_tests::http::send;
@@ -30,7 +30,8 @@ mod schema {
 
 use schema::note;
 
-/// The serving login: a member of our roles only, owning nothing.
+/// The serving login: a member of the tenant role only (it serves tenant transactions),
+/// owning nothing.
 const SERVING_LOGIN: &str = "tenants_test_readme_app";
 const ACME: &str = "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11";
 const GLOBEX: &str = "b1ffcd88-8d1a-4de7-aa5c-5aa8ac270b22";
@@ -50,7 +51,7 @@ async fn setup() -> (TestDb, TenantPool) {
         sql_type: TenantSqlType::Uuid,
         sequences: vec![QualifiedName::new("public", "note_id_seq")],
     };
-    let grantees = [Grantee::Role(SERVING_LOGIN.into())];
+    let grantees = [RoleGrant::tenant(Grantee::Role(SERVING_LOGIN.into()))];
     batch_locked(
         &mut conn,
         &policy::render_up(&config, &policy::setup(&config, &[spec], &grantees)),

@@ -217,10 +217,10 @@ fn with_create_lock<T>(
     tenants_core::testing::with_create_lock(conn, f)?
 }
 
-/// `tenants_test_` + the test path + the run, made a valid name of at most 63 bytes (the
-/// kit's naming, with this harness's prefix).
+/// `tenants_test_` + the test path + the run, made a valid name of at most 63 bytes, and
+/// unique within the process (the kit's naming, with this harness's prefix).
 fn database_name(test: &str) -> String {
-    tenants_core::testing::database_name("tenants_test", test)
+    tenants_core::testing::fresh_database_name("tenants_test", test)
 }
 
 /// Creates a `LOGIN` role if missing (roles are cluster-wide and shared by all tests).

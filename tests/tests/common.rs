@@ -4,7 +4,7 @@ use diesel::sql_types::{Integer, Text};
 use diesel::{PgConnection, QueryResult, QueryableByName};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use std::time::{Duration, Instant};
-use tenants_core::policy::{self, Grantee, QualifiedName, TableSpec};
+use tenants_core::policy::{self, Grantee, QualifiedName, RoleGrant, TableSpec};
 use tenants_core::registry::TenantSqlType;
 use tenants_core::{Config, TenantPool};
 
@@ -151,9 +151,9 @@ pub fn create_marked_table(
             QualifiedName::new("public", format!("{table}_seq_seq")),
         ],
     };
-    let grant_to: Vec<Grantee> = login
+    let grant_to: Vec<RoleGrant> = login
         .role()
-        .map(|r| Grantee::Role(r.into()))
+        .map(|r| RoleGrant::both(Grantee::Role(r.into())))
         .into_iter()
         .collect();
     let up = policy::render_up(config, &policy::setup(config, &[spec], &grant_to));

@@ -10,7 +10,7 @@ use tenants_core::catalog::{MarkedTable, ProbeKey};
 use tenants_core::lifecycle::{
     self, EmptyExport, LifecycleError, Manifest, PurgeMode, TableRows, file_sha256, plain_name,
 };
-use tenants_core::policy::{self, Grantee, QualifiedName, TableSpec};
+use tenants_core::policy::{self, Grantee, QualifiedName, RoleGrant, TableSpec};
 use tenants_core::registry::TenantSqlType;
 use tenants_core::{Config, TenantPool};
 use tenants_tests::{TestDb, batch_locked, ensure_login_role, text};
@@ -149,7 +149,11 @@ impl Fixture {
         let config = Config::default();
         let up = policy::render_up(
             &config,
-            &policy::setup(&config, &specs, &[Grantee::Role(OWNER.into())]),
+            &policy::setup(
+                &config,
+                &specs,
+                &[RoleGrant::both(Grantee::Role(OWNER.into()))],
+            ),
         );
         batch_locked(&mut conn, &up);
         if seeded {

@@ -5,7 +5,8 @@ use diesel_async::{AsyncConnection, AsyncPgConnection};
 use tenants_core::policy::QualifiedName;
 use tenants_core::registry::{self, RlsTable, TenantSqlType};
 use tenants_core::verify::{self, Bypass, Finding};
-use tenants_core::{Config, Error, catalog};
+use tenants_core::{Config, Error, Purpose, catalog};
+use tenants_tests::capture::Capture;
 use tenants_tests::{TestDb, batch_locked, ensure_login_role};
 
 use crate::common::{Login, create_marked_table, items_text_under_contract};
@@ -22,10 +23,13 @@ fn table() -> QualifiedName {
     QualifiedName::new("public", "items_text")
 }
 
+/// The finding of the superuser login the fixtures connect as, under `Config::default()`
+/// (an error: the default does not allow a login that bypasses RLS).
 fn superuser_warning() -> Finding {
     Finding::LoginBypassesRls {
         login: "postgres".into(),
         bypass: Bypass::Superuser,
+        allowed: false,
     }
 }
 
@@ -322,41 +326,133 @@ async fn role_missing() {
 #[tokio::test]
 async fn login_role_not_granted_our_roles() {
     let (db, mut conn) = items_text_under_contract();
-    let config = Config::default();
     ensure_login_role(&mut conn, "tenants_test_ungranted");
-    let found = findings(&db.url_as("tenants_test_ungranted"), &config, &[TABLE]).await;
+    let url = db.url_as("tenants_test_ungranted");
+    let not_granted = |role: &str| Finding::RoleNotGranted {
+        role: role.into(),
+        login: "tenants_test_ungranted".into(),
+    };
+    for (purpose, expected) in [
+        (Purpose::Tenant, vec![not_granted("tenants_user")]),
+        (Purpose::Admin, vec![not_granted("tenants_admin")]),
+        (
+            Purpose::TenantAndAdmin,
+            vec![not_granted("tenants_user"), not_granted("tenants_admin")],
+        ),
+    ] {
+        let config = Config::default().with_purpose(purpose);
+        assert_eq!(
+            findings(&url, &config, &[TABLE]).await,
+            expected,
+            "{purpose:?}"
+        );
+    }
+}
+
+/// The hardened deployment passes its own check: a tenant-serving login that is a member
+/// of the tenant role only, and an admin login that is a member of the admin role only,
+/// each verified for its purpose (on main, verify asked both logins for both roles).
+#[tokio::test]
+async fn each_login_needs_only_the_role_of_its_purpose() {
+    let (db, mut conn) = items_text_under_contract();
+    for login in ["tenants_test_purpose_tenant", "tenants_test_purpose_admin"] {
+        ensure_login_role(&mut conn, login);
+    }
+    batch_locked(
+        &mut conn,
+        "ALTER ROLE tenants_test_purpose_tenant NOINHERIT; ALTER ROLE tenants_test_purpose_admin NOINHERIT;
+         GRANT tenants_user TO tenants_test_purpose_tenant; GRANT tenants_admin TO tenants_test_purpose_admin",
+    );
+    let tenant = Config::default();
+    let admin = Config::default().with_purpose(Purpose::Admin);
+    let url = db.url_as("tenants_test_purpose_tenant");
+    assert_eq!(findings(&url, &tenant, &[TABLE]).await, []);
     assert_eq!(
-        found,
-        [
-            Finding::RoleNotGranted {
-                role: "tenants_user".into(),
-                login: "tenants_test_ungranted".into()
-            },
-            Finding::RoleNotGranted {
-                role: "tenants_admin".into(),
-                login: "tenants_test_ungranted".into()
-            },
-        ]
+        findings(&url, &admin, &[TABLE]).await,
+        [Finding::RoleNotGranted {
+            role: "tenants_admin".into(),
+            login: "tenants_test_purpose_tenant".into(),
+        }],
+        "a tenant login cannot serve admin transactions"
+    );
+    let url = db.url_as("tenants_test_purpose_admin");
+    assert_eq!(findings(&url, &admin, &[TABLE]).await, []);
+    assert_eq!(
+        findings(&url, &tenant, &[TABLE]).await,
+        [Finding::RoleNotGranted {
+            role: "tenants_user".into(),
+            login: "tenants_test_purpose_admin".into(),
+        }]
     );
 }
 
+/// A login that inherits our role's privileges is a warning naming the fix for the
+/// server's version: outside a scope it gets an empty result instead of `permission
+/// denied`.
 #[tokio::test]
-async fn bypassrls_login_is_a_warning() {
+async fn an_inheriting_login_is_a_warning() {
     let (db, mut conn) = items_text_under_contract();
-    let config = Config::default();
+    ensure_login_role(&mut conn, "tenants_test_inheriting");
+    batch_locked(
+        &mut conn,
+        "ALTER ROLE tenants_test_inheriting INHERIT; GRANT tenants_user TO tenants_test_inheriting",
+    );
+    let found = findings(
+        &db.url_as("tenants_test_inheriting"),
+        &Config::default(),
+        &[TABLE],
+    )
+    .await;
+    let [
+        finding @ Finding::LoginInheritsRole {
+            login,
+            role,
+            server_version_num,
+        },
+    ] = &found[..]
+    else {
+        panic!("expected one inheritance warning, got {found:?}");
+    };
+    assert_eq!(
+        (login.as_str(), role.as_str()),
+        ("tenants_test_inheriting", "tenants_user")
+    );
+    assert_eq!(finding.severity(), verify::Severity::Warning);
+    let fix = if *server_version_num >= 160_000 {
+        "WITH INHERIT FALSE"
+    } else {
+        r#"ALTER ROLE "tenants_test_inheriting" NOINHERIT;"#
+    };
+    assert!(finding.hint().contains(fix), "{}", finding.hint());
+}
+
+#[tokio::test]
+async fn bypassrls_login_fails_verify_unless_allowed() {
+    let (db, mut conn) = items_text_under_contract();
     ensure_login_role(&mut conn, "tenants_test_bypass");
     batch_locked(
         &mut conn,
         "ALTER ROLE tenants_test_bypass BYPASSRLS; GRANT tenants_user, tenants_admin TO tenants_test_bypass",
     );
-    let found = findings(&db.url_as("tenants_test_bypass"), &config, &[TABLE]).await;
-    assert_eq!(
-        found,
-        [Finding::LoginBypassesRls {
-            login: "tenants_test_bypass".into(),
-            bypass: Bypass::BypassRls
-        }]
-    );
+    let url = db.url_as("tenants_test_bypass");
+    for allowed in [false, true] {
+        let config = Config::default().with_bypassing_login(allowed);
+        let found = findings(&url, &config, &[TABLE]).await;
+        assert_eq!(
+            found,
+            [Finding::LoginBypassesRls {
+                login: "tenants_test_bypass".into(),
+                bypass: Bypass::BypassRls,
+                allowed,
+            }]
+        );
+        let severity = if allowed {
+            verify::Severity::Warning
+        } else {
+            verify::Severity::Error
+        };
+        assert_eq!(found[0].severity(), severity);
+    }
 }
 
 #[tokio::test]
@@ -388,9 +484,34 @@ async fn verify_checks_every_registered_table(kind: PoolKind) {
             table.sql_type,
         );
     }
-    let pool = pool_kind::connect(kind, &db.url(), Config::default(), 1).await;
+    match pool_kind::connect(kind, &db.url(), Config::default(), 1)
+        .await
+        .verify()
+        .await
+    {
+        Err(Error::Drift(report)) => assert_eq!(report.findings, [superuser_warning()]),
+        other => panic!("a superuser serving login fails verify by default, got {other:?}"),
+    }
+    let allowed = Config::default().with_bypassing_login(true);
+    let pool = pool_kind::connect(kind, &db.url(), allowed, 1).await;
+    let capture = Capture::new();
+    let guard = capture.install();
     let report = pool.verify().await.expect("verify passes");
-    assert_eq!(report.findings, [superuser_warning()]);
+    drop(guard);
+    let warning = Finding::LoginBypassesRls {
+        login: "postgres".into(),
+        bypass: Bypass::Superuser,
+        allowed: true,
+    };
+    assert_eq!(report.findings, std::slice::from_ref(&warning));
+    // `pool.verify().await?` keeps the report's warnings visible: each is a WARN event.
+    let warned: Vec<String> = capture
+        .events()
+        .into_iter()
+        .filter(|e| e.level == tracing::Level::WARN && e.target == "tenants_core::verify")
+        .filter_map(|e| e.fields.get("message").cloned())
+        .collect();
+    assert_eq!(warned, [warning.to_string()]);
 
     conn.batch_execute("ALTER TABLE items_int4 DISABLE ROW LEVEL SECURITY; DROP POLICY tenants_admin ON items_uuid")
         .expect("break two tables");

@@ -1,10 +1,11 @@
 //! The schema, the migrations, the pool, and [`Db`], the request's tenant transaction.
 
+use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::sql_types::Text;
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use serde::Serialize;
-use tenants_core::{Config, TenantPool};
+use tenants_core::{Config, Purpose, TenantPool};
 
 use crate::StartupError;
 use crate::auth::Tenant;
@@ -47,11 +48,17 @@ pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 /// are per database).
 const MIGRATION_LOCK: i64 = 0x746f_646f_5f61_7069;
 
-/// Connects to `url` with a blocking connection and applies the pending migrations;
-/// returns the versions applied. When the server says that `database` (the one the
-/// settings name, see [`Settings::database`]) does not exist, creates it first, and no
-/// other.
-pub fn prepare_database(url: &str, database: Option<&str>) -> Result<Vec<String>, StartupError> {
+/// Connects to `url` (the owner's) with a blocking connection and applies the pending
+/// migrations, then makes `serving_login` (when given) a login of the hardened deployment:
+/// a member of the tenant role only, not inheriting it (`tenants_core::policy::
+/// serving_login`). Returns the versions applied. When the server says that `database`
+/// (the one the settings name, see [`Settings::database`]) does not exist, creates it
+/// first, and no other.
+pub fn prepare_database(
+    url: &str,
+    database: Option<&str>,
+    serving_login: Option<&str>,
+) -> Result<Vec<String>, StartupError> {
     let mut conn = match (PgConnection::establish(url), database) {
         (Ok(conn), _) => conn,
         (Err(ConnectionError::BadConnection(message)), Some(database))
@@ -75,7 +82,32 @@ pub fn prepare_database(url: &str, database: Option<&str>) -> Result<Vec<String>
     diesel::sql_query(format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})"))
         .execute(&mut conn)
         .map_err(|e| migrate_error(&e))?;
+    if let Some(login) = serving_login {
+        make_serving_login(&mut conn, login)?;
+    }
     Ok(applied)
+}
+
+/// Makes `login` the hardened serving login. Roles are cluster-wide and the advisory lock
+/// is per database, so services starting at once on other databases may race on the
+/// same role ("tuple concurrently updated"): the idempotent statement is retried.
+fn make_serving_login(conn: &mut PgConnection, login: &str) -> Result<(), StartupError> {
+    let sql = tenants_core::policy::serving_login(&Config::default(), login, Purpose::Tenant);
+    let mut attempt = 0;
+    loop {
+        match conn.batch_execute(&sql) {
+            Ok(()) => return Ok(()),
+            Err(e) if attempt < 5 && e.to_string().contains("concurrently") => {
+                attempt += 1;
+                std::thread::sleep(std::time::Duration::from_millis(50 * attempt));
+            }
+            Err(e) => {
+                return Err(StartupError::Migrations(format!(
+                    "cannot make the serving login {login} (DATABASE_URL's user must be allowed to create roles; or set SERVING_DATABASE_URL to a login made beforehand): {e}"
+                )));
+            }
+        }
+    }
 }
 
 /// Creates `database` through the `postgres` maintenance database of the same server.
@@ -117,7 +149,8 @@ struct Statement {
     sql: String,
 }
 
-/// The pool: `Config::default()`'s names, `tenants-core`'s recycle check, and
+/// The pool, through the serving login (`Settings::serving_url`): `Config::default()`'s
+/// names (tenant transactions only), `tenants-core`'s recycle check, and
 /// `statement_timeout` for every connection. Its first connection is made here, so an
 /// unreachable database is a start-up error with the server's reason.
 pub async fn pool(settings: &Settings) -> Result<TenantPool, tenants_core::Error> {
@@ -125,7 +158,7 @@ pub async fn pool(settings: &Settings) -> Result<TenantPool, tenants_core::Error
         .max_size(settings.pool_max_size)
         .connection_timeout(settings.pool_timeout);
     let url = with_statement_timeout(
-        &settings.database_url,
+        &settings.serving_url,
         settings.statement_timeout.as_millis(),
     );
     TenantPool::connect_with(&url, Config::default(), builder).await
@@ -167,7 +200,7 @@ pub type Db = tenants_core::axum::TenantDb<Tenant>;
 mod tests {
     use std::path::Path;
 
-    use tenants_core::policy::{self, Grantee, QualifiedName, TableSpec};
+    use tenants_core::policy::{self, Grantee, QualifiedName, RoleGrant, TableSpec};
     use tenants_core::registry;
 
     use super::*;
@@ -192,7 +225,7 @@ mod tests {
             &tables[0],
             vec![QualifiedName::new("public", "todo_item_id_seq")],
         );
-        let changes = policy::setup(&config, &[spec], &[Grantee::CurrentUser]);
+        let changes = policy::setup(&config, &[spec], &[RoleGrant::both(Grantee::CurrentUser)]);
         let up = policy::render_up(&config, &changes);
         let down = policy::render_down(&config, &changes);
 

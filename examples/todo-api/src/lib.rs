@@ -147,27 +147,29 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartupError> {
     tracing::info!(?settings, "starting");
-    let (url, database) = (settings.database_url.clone(), settings.database.clone());
-    let applied =
-        tokio::task::spawn_blocking(move || db::prepare_database(&url, database.as_deref()))
-            .await
-            .map_err(|e| StartupError::Task(e.to_string()))??;
+    let (url, database, login) = (
+        settings.database_url.clone(),
+        settings.database.clone(),
+        settings.serving_login.clone(),
+    );
+    let applied = tokio::task::spawn_blocking(move || {
+        db::prepare_database(&url, database.as_deref(), login.as_deref())
+    })
+    .await
+    .map_err(|e| StartupError::Task(e.to_string()))??;
     for version in &applied {
         tracing::info!(%version, "applied migration");
     }
 
     let pool = db::pool(&settings)
         .await
-        .map_err(|e| StartupError::connect(&settings.database_url, e))?;
+        .map_err(|e| StartupError::connect(&settings.serving_url, e))?;
+    // `verify` logs each warning itself.
     match pool.verify().await {
-        Ok(report) => {
-            for warning in report.warnings() {
-                tracing::warn!("{warning}");
-            }
-        }
+        Ok(_) => {}
         Err(tenants_core::Error::Drift(report)) => return Err(StartupError::Drift(report)),
         Err(e) if e.is_unavailable() => {
-            return Err(StartupError::connect(&settings.database_url, e));
+            return Err(StartupError::connect(&settings.serving_url, e));
         }
         Err(e) => return Err(StartupError::Verify(e)),
     }

@@ -32,11 +32,22 @@ pub enum TenantFilter {
     RlsOnly,
 }
 
+/// The login the service makes on start and serves through when `SERVING_DATABASE_URL` is
+/// unset: a member of `tenants_user` only, not inheriting it, neither superuser nor owner.
+pub const SERVING_LOGIN: &str = "todo_api_app";
+
 /// Everything the service reads from the environment.
 #[derive(Clone)]
 pub struct Settings {
-    /// The database URL (`DATABASE_URL`, or built from the `POSTGRES_*` variables).
+    /// The database URL (`DATABASE_URL`, or built from the `POSTGRES_*` variables): the
+    /// owner's, which creates the database, migrates it and makes the serving login.
     pub database_url: String,
+    /// The URL requests are served through (`SERVING_DATABASE_URL`; default: the database
+    /// URL as [`SERVING_LOGIN`], without password).
+    pub serving_url: String,
+    /// The login the service makes on start ([`SERVING_LOGIN`]); `None` when
+    /// `SERVING_DATABASE_URL` names one made beforehand.
+    pub serving_login: Option<String>,
     /// The database the URL names in its path: the one database the service creates when
     /// it is missing. `None` when the URL names none there (or names it with `?dbname=`):
     /// then nothing is created.
@@ -64,6 +75,8 @@ impl fmt::Debug for Settings {
         // The URL may hold a password and the secret is one: neither is printed.
         f.debug_struct("Settings")
             .field("database_url", &redact_url(&self.database_url))
+            .field("serving_url", &redact_url(&self.serving_url))
+            .field("serving_login", &self.serving_login)
             .field("database", &self.database)
             .field("statement_timeout", &self.statement_timeout)
             .field("bind", &self.bind)
@@ -140,6 +153,20 @@ impl Settings {
         };
         let database =
             database_in(&database_url).map_err(|reason| error("DATABASE_URL", reason))?;
+        let (serving_url, serving_login) = match get("SERVING_DATABASE_URL")? {
+            Some(url) => {
+                parse_postgres_url(&url).map_err(|reason| error("SERVING_DATABASE_URL", reason))?;
+                (url, None)
+            }
+            None => {
+                let mut url = parse_postgres_url(&database_url)
+                    .map_err(|reason| error("DATABASE_URL", reason))?;
+                // A postgres:// URL always takes a user; the login has no password.
+                let _ = url.set_username(SERVING_LOGIN);
+                let _ = url.set_password(None);
+                (url.into(), Some(SERVING_LOGIN.to_string()))
+            }
+        };
 
         let statement_timeout =
             Duration::from_secs(number("POSTGRES_STATEMENT_TIMEOUT_SECONDS", 120)?);
@@ -185,6 +212,8 @@ impl Settings {
 
         Ok(Self {
             database_url,
+            serving_url,
+            serving_login,
             database,
             statement_timeout,
             bind,

@@ -11,8 +11,8 @@ use diesel::RunQueryDsl;
 use diesel::connection::SimpleConnection;
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde_json::{Value, json};
-use tenants_core::Config;
-use tenants_core::policy::{self, Grantee};
+use tenants_core::policy::{self, Grantee, RoleGrant};
+use tenants_core::{Config, Purpose};
 use tenants_tests::{TestDb, batch_locked, connect, database_url};
 
 /// The secret the tests' services verify tokens with.
@@ -47,15 +47,16 @@ const SERVICE_VARS: &[&str] = &[
     "PGSERVICE",
 ];
 
-/// Creates the tenant and admin roles and grants them to the `DATABASE_URL` user once, under
-/// the harness's creation lock. Roles are cluster-wide: without this, services starting at
+/// Creates the tenant and admin roles, grants them to the `DATABASE_URL` user and makes the
+/// service's serving login once, under the harness's creation lock. Roles are cluster-wide: without this, services starting at
 /// the same time in different test databases would race to create them in their migration.
 fn ensure_roles() {
     static ROLES: Once = Once::new();
     ROLES.call_once(|| {
         let config = Config::default();
-        let changes = policy::setup(&config, &[], &[Grantee::CurrentUser]);
-        let sql = policy::render_up(&config, &changes);
+        let changes = policy::setup(&config, &[], &[RoleGrant::both(Grantee::CurrentUser)]);
+        let sql = policy::render_up(&config, &changes)
+            + &policy::serving_login(&config, todo_api::settings::SERVING_LOGIN, Purpose::Tenant);
         batch_locked(&mut connect(&database_url()), &sql);
     });
 }

@@ -7,9 +7,19 @@ use diesel::pg::Pg;
 use diesel::{Connection, PgConnection, RunQueryDsl};
 use diesel_migrations::MigrationHarness;
 
+use crate::config::{Config, Purpose};
 use crate::error::Error;
 use crate::pool::TenantPool;
 use crate::tenant::quote_ident;
+
+/// The login [`TestDatabase::pool`] serves tenant transactions through: neither superuser
+/// nor owner nor `BYPASSRLS`, a member of the tenant role only, not inheriting it (see
+/// [`crate::policy::serving_login`]). Cluster-wide, shared by every test database.
+pub const SERVING_LOGIN: &str = "tenants_test_serving";
+
+/// The login [`TestDatabase::admin_pool`] does admin work through: a member of the admin
+/// role only, not inheriting it.
+pub const ADMIN_LOGIN: &str = "tenants_test_admin";
 
 /// The server [`TestDatabase`] uses when `DATABASE_URL` is not set.
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@localhost:5432/postgres";
@@ -101,9 +111,15 @@ impl std::fmt::Debug for TestDatabaseError {
 /// and concurrent runs never share one. Dropped when the test passes; kept for inspection
 /// when it fails by panicking (its name is printed).
 ///
-/// `DATABASE_URL`'s user must be allowed to create databases; to run the
-/// [`IsolationCheck`](super::IsolationCheck) with [`TestDatabase::pool`], it must be a
-/// superuser (as the `postgres` user of a local server is).
+/// The application is served as in the hardened deployment: [`TestDatabase::pool`] logs in
+/// as [`SERVING_LOGIN`] (tenant transactions only; a statement outside a scope fails with
+/// `permission denied`), [`TestDatabase::admin_pool`] as [`ADMIN_LOGIN`]; the migrations
+/// run as `DATABASE_URL`'s user, the owner. That user must be a superuser (as the
+/// `postgres` user of a local server is): it creates the database and both logins (with
+/// the roles of the default [`Config`], which the migrations create), and the
+/// [`IsolationCheck`](super::IsolationCheck) counts rows through it
+/// ([`IsolationCheck::privileged_url`](super::IsolationCheck::privileged_url) with
+/// [`TestDatabase::url`]).
 pub struct TestDatabase {
     name: String,
     url: url::Url,
@@ -134,7 +150,7 @@ impl TestDatabase {
     ) -> Result<Self, TestDatabaseError> {
         let server = server_url()?;
         let package = std::env::var("CARGO_PKG_NAME").unwrap_or_default();
-        let name = database_name(&package, test);
+        let name = fresh_database_name(&package, test);
         let mut url = server.clone();
         url.set_path(&name);
         let mut admin = establish(&server)?;
@@ -148,12 +164,27 @@ impl TestDatabase {
                     })
             };
             create(format!("CREATE DATABASE {}", quote_ident(&name)), admin)?;
-            establish(&url)?
+            let mut owner = establish(&url)?;
+            owner
                 .run_pending_migrations(migrations)
                 .map_err(|e| TestDatabaseError::Migrate {
                     name: name.clone(),
                     reason: e.to_string(),
                 })?;
+            let config = Config::default();
+            for (login, purpose) in [
+                (SERVING_LOGIN, Purpose::Tenant),
+                (ADMIN_LOGIN, Purpose::Admin),
+            ] {
+                diesel::connection::SimpleConnection::batch_execute(
+                    &mut owner,
+                    &crate::policy::serving_login(&config, login, purpose),
+                )
+                .map_err(|e| TestDatabaseError::Create {
+                    name: name.clone(),
+                    reason: format!("cannot make the login {login}: {e}"),
+                })?;
+            }
             Ok(())
         });
         locked.map_err(|e| TestDatabaseError::Create {
@@ -168,9 +199,20 @@ impl TestDatabase {
         &self.name
     }
 
-    /// The database's URL, as `DATABASE_URL`'s user.
+    /// The database's URL, as `DATABASE_URL`'s user (the owner and migrator, a superuser).
     pub fn url(&self) -> &str {
         self.url.as_str()
+    }
+
+    /// The database's URL as `login` (the password of `DATABASE_URL` dropped: the kit's
+    /// logins have none, so the server must trust local connections, as a test server's
+    /// default `postgres` login needs anyway).
+    pub fn url_as(&self, login: &str) -> String {
+        let mut url = self.url.clone();
+        // Only fails for URLs that cannot carry a user, which a postgres:// URL can.
+        let _ = url.set_username(login);
+        let _ = url.set_password(None);
+        url.into()
     }
 
     /// A blocking connection to the database as `DATABASE_URL`'s user.
@@ -178,11 +220,22 @@ impl TestDatabase {
         establish(&self.url)
     }
 
-    /// A pool of tenant transactions on the database, with the default
-    /// [`Config`](crate::Config) (for another, use [`TenantPool::connect_with`] with
-    /// [`TestDatabase::url`]).
+    /// A pool of tenant transactions on the database through [`SERVING_LOGIN`], with the
+    /// default [`Config`] (for another, use [`TenantPool::connect_with`] with
+    /// [`TestDatabase::url_as`]).
     pub async fn pool(&self) -> Result<TenantPool, Error> {
-        TenantPool::connect(self.url()).await
+        TenantPool::connect(&self.url_as(SERVING_LOGIN)).await
+    }
+
+    /// A pool of admin transactions on the database through [`ADMIN_LOGIN`]
+    /// ([`Purpose::Admin`]).
+    pub async fn admin_pool(&self) -> Result<TenantPool, Error> {
+        TenantPool::connect_with(
+            &self.url_as(ADMIN_LOGIN),
+            Config::default().with_purpose(Purpose::Admin),
+            bb8::Pool::builder(),
+        )
+        .await
     }
 }
 
@@ -266,6 +319,25 @@ pub fn database_name(package: &str, test: &str) -> String {
     name_in_run(package, test, run_id())
 }
 
+/// [`database_name`], made unique within the process too: the `n`-th database requested
+/// for the same test (a test that makes a second one while the first lives) is named after
+/// `test_n`. What [`TestDatabase`] and the project's harness create.
+pub fn fresh_database_name(package: &str, test: &str) -> String {
+    static SEEN: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
+    let mut seen = SEEN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let earlier = seen
+        .iter()
+        .filter(|(p, t)| p == package && t == test)
+        .count();
+    seen.push((package.to_string(), test.to_string()));
+    match earlier {
+        0 => database_name(package, test),
+        n => database_name(package, &format!("{test}_{}", n + 1)),
+    }
+}
+
 /// Eight hex digits, fixed for the process: its id and start time, hashed.
 fn run_id() -> &'static str {
     static RUN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
@@ -341,6 +413,14 @@ mod tests {
         let this_run = database_name("pkg", "t");
         assert_eq!(this_run, database_name("pkg", "t"), "fixed within a run");
         assert!(this_run.starts_with("pkg_t_") && this_run.len() == "pkg_t_".len() + 8);
+        let first = fresh_database_name("pkg", "fresh");
+        assert_eq!(first, database_name("pkg", "fresh"));
+        let second = fresh_database_name("pkg", "fresh");
+        assert_eq!(
+            second,
+            database_name("pkg", "fresh_2"),
+            "a second one of one test"
+        );
     }
 
     #[test]

@@ -180,6 +180,7 @@ pub struct IsolationCheck {
     tables: Option<Vec<RlsTable>>,
     tenants: Option<(String, String)>,
     privileged_url: Option<String>,
+    admin_pool: Option<TenantPool>,
 }
 
 impl fmt::Debug for IsolationCheck {
@@ -235,8 +236,16 @@ impl IsolationCheck {
         self
     }
 
-    /// Runs the check with tenant and admin transactions from `pool`; `Err` lists every
-    /// failure.
+    /// Runs admin transactions on `pool` instead of the checked pool: for a serving pool
+    /// whose login is a member of the tenant role only, as in the hardened deployment
+    /// ([`TestDatabase::admin_pool`](super::TestDatabase::admin_pool)).
+    pub fn admin_pool(mut self, pool: TenantPool) -> Self {
+        self.admin_pool = Some(pool);
+        self
+    }
+
+    /// Runs the check with tenant transactions from `pool` and admin transactions from
+    /// [`IsolationCheck::admin_pool`] (else `pool`); `Err` lists every failure.
     pub async fn run(&self, pool: &TenantPool) -> Result<(), IsolationReport> {
         let tables = self.tables.clone().unwrap_or_else(crate::registry::tables);
         let mut failures = Vec::new();
@@ -381,6 +390,8 @@ enum As<'t> {
 /// The probes of one table.
 struct TableCheck<'c> {
     pool: &'c TenantPool,
+    /// Where admin transactions run.
+    admin_pool: &'c TenantPool,
     config: &'c Config,
     maker: &'c dyn MakeRow,
     table: String,
@@ -431,6 +442,7 @@ impl<'c> TableCheck<'c> {
         };
         let mut this = TableCheck {
             pool,
+            admin_pool: check.admin_pool.as_ref().unwrap_or(pool),
             config: pool.config(),
             maker,
             sql_table: format!("{}.{}", quote_ident(table.schema), quote_ident(table.name)),
@@ -565,7 +577,7 @@ impl<'c> TableCheck<'c> {
     async fn begin(&self, scope: As<'_>) -> Result<TenantConnection, Error> {
         match scope {
             As::Tenant(tenant) => self.pool.tenant(tenant).await,
-            As::Admin => self.pool.admin().await,
+            As::Admin => self.admin_pool.admin().await,
         }
     }
 

@@ -1,6 +1,7 @@
 //! A test kit for applications (feature `testing`): a fresh database per test with the
-//! application's migrations applied, and a check that every `#[with_rls]` table keeps
-//! tenants apart.
+//! application's migrations applied, served as the hardened deployment is (a serving login
+//! of the tenant role only, an admin login of the admin role only), and a check that every
+//! `#[with_rls]` table keeps tenants apart.
 //!
 //! ```no_run
 //! use diesel_async::RunQueryDsl;
@@ -19,6 +20,8 @@
 //!             .execute(conn)
 //!             .await
 //!     })
+//!     .privileged_url(db.url())
+//!     .admin_pool(db.admin_pool().await?)
 //!     .assert(&pool)
 //!     .await;
 //! # Ok(()) }
@@ -28,6 +31,7 @@ mod database;
 mod isolation;
 
 pub use database::{
-    DEFAULT_DATABASE_URL, TestDatabase, TestDatabaseError, database_name, with_create_lock,
+    ADMIN_LOGIN, DEFAULT_DATABASE_URL, SERVING_LOGIN, TestDatabase, TestDatabaseError,
+    database_name, fresh_database_name, with_create_lock,
 };
 pub use isolation::{Failure, IsolationCheck, IsolationReport, Property};
