@@ -136,6 +136,26 @@ impl ManageConnection for SyncConnectionManager {
     }
 }
 
+/// What `database_url` points at, for errors: database, host, port and user, as the async
+/// pool names them (read by the driver's own parser, which needs the `async` feature).
+#[cfg(feature = "async")]
+fn describe_target(database_url: &str) -> String {
+    crate::connect::describe_target(database_url).unwrap_or_else(|_| "the database".into())
+}
+
+/// What `database_url` points at, for errors: without the `async` feature there is no
+/// connection-string parser, and libpq's reason names the host and port.
+#[cfg(not(feature = "async"))]
+fn describe_target(_database_url: &str) -> String {
+    "the database".into()
+}
+
+/// libpq's message on one line: it ends with a newline and puts its hint on a line of its
+/// own (`..failed: Connection refused\n\tIs the server running..`).
+fn one_line(message: &str) -> String {
+    message.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
 /// An r2d2 pool whose connections are handed out inside tenant or admin transactions.
 ///
 /// ```no_run
@@ -197,8 +217,8 @@ impl SyncTenantPool {
         // Fail fast with the server's own reason. r2d2 takes no connection made outside it,
         // so this one only proves that the URL works, and is closed.
         let first = manager.connect().map_err(|error| Error::Connect {
-            target: "the database".into(),
-            reason: error.to_string(),
+            target: describe_target(database_url),
+            reason: one_line(&error.to_string()),
         })?;
         drop(first);
         let connect_error = Some(manager.connect_error.clone());

@@ -412,6 +412,12 @@ fn a_server_that_is_not_there_is_refused_at_once() {
                 "{text}"
             );
             assert!(!text.contains("s3cret"), "{text}");
+            // Names the database and the user, on one line (issue 18.7).
+            assert!(
+                text.contains(r#"the database "shop" on 127.0.0.1:1 as user "app""#),
+                "{text}"
+            );
+            assert!(!text.contains('\n') && !text.contains('\t'), "{text:?}");
         }
         other => panic!("expected Error::Connect, got {other:?}"),
     }
