@@ -71,6 +71,14 @@ async fn write(
                 .await?;
             Ok(StatusCode::OK.into_response())
         }
+        "swallowed-error" => {
+            // A failed statement whose error the handler ignores: PostgreSQL then answers
+            // the COMMIT with a rollback.
+            let _ = diesel::sql_query("SELECT * FROM no_such_table")
+                .execute(db.conn().await?)
+                .await;
+            Ok(StatusCode::CREATED.into_response())
+        }
         "panic" => panic!("the handler panics after its insert"),
         "hang" => {
             hooks.written.notify_one();
@@ -292,6 +300,29 @@ async fn a_commit_that_fails_is_an_error_response() {
         !second.body.contains("one_name"),
         "no internals: {}",
         second.body
+    );
+    assert_eq!(rows(&db), [row("acme", "created")]);
+}
+
+/// A handler that ignored a failed statement and answers 201: the transaction was aborted,
+/// PostgreSQL would roll the COMMIT back, so the response is a 500 and nothing is stored.
+/// (Before the commit guard: 201 with the row lost.)
+#[tokio::test]
+async fn an_aborted_transaction_is_an_error_response_not_a_2xx() {
+    let (db, pool) = setup(1).await;
+    let app = app(pool, Hooks::default());
+    let reply = post_as(&app, "/write/swallowed-error", "acme").await;
+    assert_eq!(
+        reply.status,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "{}",
+        reply.body
+    );
+    assert_eq!(rows(&db), Vec::<(String, String)>::new());
+    // The connection was rolled back and kept: the next request commits.
+    assert_eq!(
+        post_as(&app, "/write/created", "acme").await.status,
+        StatusCode::CREATED
     );
     assert_eq!(rows(&db), [row("acme", "created")]);
 }
