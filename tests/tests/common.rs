@@ -6,7 +6,7 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use std::time::{Duration, Instant};
 use tenants_core::policy::{self, Grantee, QualifiedName, RoleGrant, TableSpec};
 use tenants_core::registry::TenantSqlType;
-use tenants_core::{Config, TenantPool};
+use tenants_core::{Config, Purpose, TenantPool};
 
 use diesel::QueryDsl;
 use tenants_tests::{PgBouncer, TestDb, batch_locked, count, ensure_login_role};
@@ -17,6 +17,11 @@ use crate::isolation::items_text::items_text;
 pub const OWNER: &str = "tenants_test_owner";
 /// A login role that owns nothing and is only granted our roles.
 pub const APP: &str = "tenants_test_app";
+/// The hardened serving login: a member of the tenant role only, not inheriting it
+/// (`policy::serving_login`), owning nothing.
+pub const HARDENED: &str = "tenants_test_hardened";
+/// The hardened deployment's admin login: a member of the admin role only, not inheriting.
+pub const HARDENED_ADMIN: &str = "tenants_test_hardened_admin";
 
 /// How the application logs in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,6 +32,11 @@ pub enum Login {
     Owner,
     /// A login role owning nothing.
     App,
+    /// The hardened serving login ([`HARDENED`]): tenant transactions only; its admin work
+    /// goes through [`Login::HardenedAdmin`].
+    Hardened,
+    /// The hardened deployment's admin login ([`HARDENED_ADMIN`]).
+    HardenedAdmin,
 }
 
 impl Login {
@@ -36,6 +46,8 @@ impl Login {
             Login::Superuser => None,
             Login::Owner => Some(OWNER),
             Login::App => Some(APP),
+            Login::Hardened => Some(HARDENED),
+            Login::HardenedAdmin => Some(HARDENED_ADMIN),
         }
     }
 
@@ -151,13 +163,21 @@ pub fn create_marked_table(
             QualifiedName::new("public", format!("{table}_seq_seq")),
         ],
     };
-    let grant_to: Vec<RoleGrant> = login
-        .role()
+    let grant_to: Vec<RoleGrant> = Some(login)
+        .filter(|l| !matches!(l, Login::Hardened | Login::HardenedAdmin))
+        .and_then(Login::role)
         .map(|r| RoleGrant::both(Grantee::Role(r.into())))
         .into_iter()
         .collect();
     let up = policy::render_up(config, &policy::setup(config, &[spec], &grant_to));
     batch_locked(conn, &up);
+    if matches!(login, Login::Hardened | Login::HardenedAdmin) {
+        batch_locked(
+            conn,
+            &(policy::serving_login(config, HARDENED, Purpose::Tenant)
+                + &policy::serving_login(config, HARDENED_ADMIN, Purpose::Admin)),
+        );
+    }
 }
 
 /// A fresh database with `items_text` under the contract (default names, superuser login),

@@ -1,5 +1,6 @@
 //! The isolation suite: for each supported tenant type, logged in as superuser, as the
-//! table owner and as a non-owner login role, the kit's isolation check passes
+//! table owner, as a non-owner login role and as the hardened serving login (tenant role
+//! only, not inheriting it; admin work through its own login), the kit's isolation check passes
 //! (`tenants_core::testing`: each tenant sees and writes only its rows, no scope sees and
 //! writes nothing, admin sees all), and every tenant, admin, commit and rollback leaves the
 //! pooled connection as it found it. The scenario runs through the async `TenantPool` and,
@@ -107,6 +108,14 @@ async fn run_with<A: TenantId + Copy, B: TenantId + Copy>(
         .expect("seed");
     }
     let pool = pool_kind::on(server, pool_kind, &db, login, 1).await;
+    // The hardened deployment does admin work through its own login.
+    let admin_login = match login {
+        Login::Hardened => {
+            Some(pool_kind::on(server, pool_kind, &db, Login::HardenedAdmin, 1).await)
+        }
+        _ => None,
+    };
+    let admins = admin_login.as_ref().unwrap_or(&pool);
     let home = pool.checkout_session().await;
     // The same backend after each transaction, when there is no PgBouncer in between.
     let same_backend = |pid: i32| !server.keeps_backend() || pid == home.pid;
@@ -150,7 +159,7 @@ async fn run_with<A: TenantId + Copy, B: TenantId + Copy>(
     assert_eq!(after.tenant, "");
 
     // So after an admin transaction.
-    let mut admin = pool.admin().await.expect("admin");
+    let mut admin = admins.admin().await.expect("admin");
     assert_eq!(
         admin
             .count_of(&format!("SELECT count(*) AS n FROM \"{table}\""))
@@ -209,6 +218,10 @@ async fn run_with<A: TenantId + Copy, B: TenantId + Copy>(
     if login == Login::Superuser {
         assert_eq!(unscoped.expect("superuser select"), 6);
         unscoped_insert.expect("superuser insert");
+    } else if login == Login::Hardened {
+        // It does not inherit the tenant role's privileges: refused outright, loudly.
+        assert_db_error(&unscoped, "permission denied", "unscoped select");
+        assert_db_error(&unscoped_insert, "permission denied", "unscoped insert");
     } else if citus_app {
         if unscoped.is_err() {
             assert_db_error(
@@ -241,7 +254,11 @@ async fn run_with<A: TenantId + Copy, B: TenantId + Copy>(
     // what depends on the pool (the scope each transaction runs in, what it leaves on the
     // connection) is what the steps above check, through either pool.
     if let AnyPool::Async(pool) = &pool {
-        check(&kind, &db).assert(pool).await;
+        let check = match &admin_login {
+            Some(AnyPool::Async(admins)) => check(&kind, &db).admin_pool(admins.clone()),
+            _ => check(&kind, &db),
+        };
+        check.assert(pool).await;
     }
 }
 
@@ -311,6 +328,16 @@ macro_rules! isolation_suite {
             #[tokio::test]
             async fn sync_non_owner_login_role() {
                 run_sync(kind(), Login::App).await;
+            }
+
+            #[tokio::test]
+            async fn sync_hardened_login() {
+                run_sync(kind(), Login::Hardened).await;
+            }
+
+            #[tokio::test]
+            async fn hardened_login() {
+                run(kind(), Login::Hardened).await;
             }
 
             #[tokio::test]

@@ -5,14 +5,14 @@ use diesel_async::pooled_connection::{AsyncDieselConnectionManager, RecyclingMet
 use tenants_core::Config;
 use tenants_tests::{PgBouncer, TestDb};
 
-use crate::common::{APP, Login, OWNER, Server};
+use crate::common::{APP, HARDENED, HARDENED_ADMIN, Login, OWNER, Server};
 use crate::isolation::{items_int8, items_text, items_uuid, run_on};
 use crate::soak::{assert_clean, seed, soak_tolerating};
 
 #[tokio::test]
 async fn isolation_suite_through_pgbouncer() {
-    let bouncer = PgBouncer::start(2, &["postgres", OWNER, APP]);
-    for login in [Login::Superuser, Login::Owner, Login::App] {
+    let bouncer = PgBouncer::start(2, &["postgres", OWNER, APP, HARDENED, HARDENED_ADMIN]);
+    for login in [Login::Superuser, Login::Owner, Login::App, Login::Hardened] {
         run_on(items_text::kind(), login, Server::PgBouncer(&bouncer)).await;
     }
     run_on(items_int8::kind(), Login::App, Server::PgBouncer(&bouncer)).await;
@@ -39,7 +39,7 @@ async fn shortened_soak_through_pgbouncer() {
         let text = e.to_string();
         text.contains("unexpected message from server") || text.contains("prepared statement")
     };
-    let outcome = soak_tolerating(&pool, "soak", 2_000, 32, protocol_error).await;
+    let outcome = soak_tolerating(&pool, &pool, "soak", 2_000, 32, protocol_error).await;
     eprintln!(
         "pgbouncer soak: {} tolerated protocol errors",
         outcome.tolerated

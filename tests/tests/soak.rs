@@ -115,6 +115,7 @@ async fn check_rows(
 /// One operation of kind `kind` for `tenant`.
 async fn operation(
     pool: TenantPool,
+    admins: TenantPool,
     table: &'static str,
     kind: u64,
     tenant: String,
@@ -183,7 +184,7 @@ async fn operation(
         }
         // admin: sees every tenant
         7 => {
-            let mut conn = pool.admin().await?;
+            let mut conn = admins.admin().await?;
             let session = diesel::sql_query(SESSION)
                 .get_result::<Session>(&mut conn)
                 .await?;
@@ -247,10 +248,12 @@ pub struct Outcome {
     pub tolerated: usize,
 }
 
-/// Runs `ops` operations over `tasks` tasks. An error for which `tolerate` is true is
-/// counted in [`Outcome::tolerated`]; any other stops the run.
+/// Runs `ops` operations over `tasks` tasks, admin transactions on `admins` (the pool
+/// itself, or the hardened deployment's admin pool). An error for which `tolerate` is true
+/// is counted in [`Outcome::tolerated`]; any other stops the run.
 pub async fn soak_tolerating(
     pool: &TenantPool,
+    admins: &TenantPool,
     table: &'static str,
     ops: u64,
     tasks: u64,
@@ -262,8 +265,9 @@ pub async fn soak_tolerating(
     let tolerated = Arc::new(AtomicUsize::new(0));
     let mut handles = Vec::new();
     for task in 0..tasks {
-        let (pool, v, errors, tolerated) = (
+        let (pool, admins, v, errors, tolerated) = (
             pool.clone(),
+            admins.clone(),
             violations.clone(),
             errors.clone(),
             tolerated.clone(),
@@ -280,6 +284,7 @@ pub async fn soak_tolerating(
                 let kind = rng.next(10);
                 let op = operation(
                     pool.clone(),
+                    admins.clone(),
                     table,
                     kind,
                     tenant,
@@ -370,10 +375,18 @@ async fn pool_of_two_stays_clean_through_20000_mixed_operations() {
 /// afterwards the pool serves and the data holds only rows written under their tenant.
 pub async fn soak_pool_of_two(server: Server<'_>, ops: u64) {
     let db = server.db();
-    seed(server, &db, "soak", Login::App);
-    let pool = server.pool(&db, Login::App, 2).await;
+    // The hardened deployment: tenant transactions through the serving login (tenant
+    // role only, not inheriting it), admin ones through the admin login. (On Citus the
+    // non-owner login of both roles: the hardened logins are not made LOGIN on workers.)
+    let (login, admin_login) = match server {
+        Server::Citus => (Login::App, Login::App),
+        _ => (Login::Hardened, Login::HardenedAdmin),
+    };
+    seed(server, &db, "soak", login);
+    let pool = server.pool(&db, login, 2).await;
+    let admins = server.pool(&db, admin_login, 1).await;
     let started = std::time::Instant::now();
-    let outcome = soak_tolerating(&pool, "soak", ops, 32, |_| false).await;
+    let outcome = soak_tolerating(&pool, &admins, "soak", ops, 32, |_| false).await;
     eprintln!("soak: {ops} operations in {:?}", started.elapsed());
     assert_clean(&outcome);
     assert_eq!(outcome.tolerated, 0);
