@@ -208,6 +208,9 @@ impl SyncTenantPool {
     /// [`Error::Connect`] with libpq's reason (which names the host and port, the database
     /// or the user at fault), at once. Later, a checkout that times out is an
     /// [`Error::PoolTimedOut`] carrying the last failed attempt to connect, if any.
+    ///
+    /// Replaces `builder`'s error handler with r2d2's `NopErrorHandler`: the manager already
+    /// logs each failed connection and each dirty checkout once, through `tracing`.
     pub fn connect_with(
         database_url: &str,
         config: Config,
@@ -224,7 +227,11 @@ impl SyncTenantPool {
         let connect_error = Some(manager.connect_error.clone());
         Ok(Self {
             // The pool opens its connections in the background.
-            pool: builder.build_unchecked(manager),
+            // The manager logs a failed connection and a dirty checkout itself, once, through
+            // `tracing`; r2d2's default handler would log each again at ERROR.
+            pool: builder
+                .error_handler(Box::new(r2d2::NopErrorHandler))
+                .build_unchecked(manager),
             config: Arc::new(config),
             connect_error,
         })

@@ -104,6 +104,31 @@ fn on_a_plain_checkout(pool: &SyncTenantPool, sql: &str) -> i32 {
     pid
 }
 
+/// A dirty plain checkout is logged once, as the manager's WARN, not a second time by r2d2
+/// at ERROR (issue 18.7). (Fails with r2d2's default error handler.)
+#[test]
+fn a_dirty_checkout_is_logged_once() {
+    // r2d2 logs through `log`: forward its records to the capturing subscriber (the
+    // process's one logger; another test may have installed it already).
+    let _ = tracing_log::LogTracer::init();
+    let (_db, pool) = prepared();
+    let capture = tenants_tests::capture::Capture::new();
+    let _guard = capture.install();
+    on_a_plain_checkout(&pool, "SET ROLE tenants_admin");
+    drop(pool.unscoped().expect("a clean connection"));
+    let events = capture.events();
+    let warnings = events
+        .iter()
+        .filter(|e| e.target == "tenants::checkout" && e.level == tracing::Level::WARN)
+        .count();
+    let errors: Vec<_> = events
+        .iter()
+        .filter(|e| e.level == tracing::Level::ERROR)
+        .collect();
+    assert_eq!(warnings, 1, "{events:?}");
+    assert!(errors.is_empty(), "{errors:?}");
+}
+
 /// Whether a transaction is open on `conn` (a savepoint needs one).
 fn in_transaction(conn: &mut PgConnection) -> bool {
     conn.batch_execute("SAVEPOINT probe").is_ok()
