@@ -11,4 +11,5 @@ mod grants;
 mod invariant;
 mod lifecycle;
 mod portable;
+mod print_schema;
 mod scale;

@@ -37,7 +37,7 @@ pub enum PlanError {
     WouldUnmark(Vec<QualifiedName>),
 }
 
-const UNMARK_HINT: &str = "if `diesel print-schema` rewrote schema.rs, restore the #[with_rls] marks (keep them with diesel.toml's `patch_file`); to remove RLS from these tables on purpose, pass --allow-unmark";
+const UNMARK_HINT: &str = "if `diesel print-schema` rewrote schema.rs, restore the #[with_rls] marks (keep them out of schema.rs: `#[with_rls] use schema::<table>;` in a file of your own); to remove RLS from these tables on purpose, pass --allow-unmark";
 
 fn policed_list(tables: &[QualifiedName]) -> String {
     if tables.is_empty() {

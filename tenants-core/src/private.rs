@@ -68,3 +68,9 @@ where
 {
     <C::SqlType as TenantColumnType>::SQL_TYPE
 }
+
+/// The tenant type of table `T`'s tenant column, read from its [`TenantTable`] impl: the
+/// use form's registry entry, so that a column of the wrong type is one error, the impl's.
+pub const fn marked_sql_type<T: TenantTable>() -> TenantSqlType {
+    <<T::TenantColumn as diesel::Expression>::SqlType as TenantColumnType>::SQL_TYPE
+}

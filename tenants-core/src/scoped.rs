@@ -41,7 +41,12 @@ use crate::tenant::{InvalidTenantId, Tenant};
 
 /// A tenant column's SQL type, and the Rust type a tenant id becomes to be compared with
 /// it (so that the filter binds a `uuid` as a `uuid`, an `int8` as an `int8`).
-pub trait TenantValue: SingleValue + Sized {
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a supported tenant column type",
+    label = "the tenant column must be Text, VarChar, Int4, Int8 or Uuid",
+    note = "#[with_rls] supports tenant columns of SQL type Text, VarChar, Int4 (Integer), Int8 (BigInt) and Uuid"
+)]
+pub trait TenantValue: crate::__private::TenantColumnType + SingleValue + Sized {
     /// The Rust type of a value of this SQL type.
     type Value: AsExpression<Self> + Send;
     /// `tenant` as a value of this type; [`InvalidTenantId::WrongType`] when it is not one.

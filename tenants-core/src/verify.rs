@@ -346,7 +346,7 @@ impl Finding {
                 "make the `table!` say the live type (`diesel print-schema`), or migrate the column to the type the code says".to_string()
             }
             Finding::PolicyOnUnmarkedTable { .. } => {
-                "mark the table #[with_rls] again (did `diesel print-schema` drop the mark? keep it with diesel.toml's `patch_file`), or remove its RLS on purpose with `tenants generate --allow-unmark`".to_string()
+                "mark the table #[with_rls] again (did `diesel print-schema` drop the mark? keep it out of schema.rs: `#[with_rls] use schema::<table>;` in a file of your own), or remove its RLS on purpose with `tenants generate --allow-unmark`".to_string()
             }
             Finding::PermissivePolicy { table, policy, .. } => format!(
                 "make it restrictive or drop it (`DROP POLICY \"{policy}\" ON {table};`); permissive policies are ORed with the isolation policy"

@@ -8,8 +8,8 @@ use proc_macro::TokenStream;
 
 /// Marks a Diesel table as isolated per tenant by PostgreSQL Row-Level Security.
 ///
-/// Put it on the `diesel::table!` invocation declaring the table, or on a model struct
-/// carrying `#[diesel(table_name = ...)]`. The item is re-emitted untouched; the table is
+/// Put it on the `diesel::table!` invocation declaring the table, on a `use` of that
+/// table's module, or on a model struct carrying `#[diesel(table_name = ...)]`. The item is re-emitted untouched; the table is
 /// validated at compile time and registered in `tenants_core::registry::tables()`, from
 /// which the `tenants` CLI writes the policies and `verify` checks the database.
 ///
@@ -76,6 +76,40 @@ use proc_macro::TokenStream;
 /// one of the above, and that the field's type matches it. The entry's schema is `public`
 /// and its name the last segment of the `table_name` path: put the attribute on the
 /// `table!` of a table in another schema or with a `#[sql_name]`.
+///
+/// # The use form
+///
+/// To keep the marks out of the `schema.rs` that `diesel print-schema` (and `diesel
+/// migration run` with `[print_schema] file`) rewrites, mark a `use` of the table's module
+/// in a file of your own:
+///
+/// ```
+/// mod schema {
+///     // As `diesel print-schema` writes it: no mark.
+///     diesel::table! { todo_item (id) { id -> Int4, name -> Text, tenant -> Text } }
+///     diesel::table! { invoice (id) { id -> Int8, org_id -> Uuid } }
+/// }
+///
+/// mod rls {
+///     use tenants_core::with_rls;
+///
+///     #[with_rls]
+///     pub use crate::schema::todo_item;
+///     #[with_rls(column = org_id)]
+///     pub use crate::schema::invoice;
+/// }
+///
+/// fn main() {
+///     let tables = tenants_core::registry::tables();
+///     assert_eq!((tables[0].name, tables[0].tenant_column), ("invoice", "org_id"));
+///     assert_eq!(tables[1].name, "todo_item");
+/// }
+/// ```
+///
+/// The compiler checks the column against Diesel's declaration (it exists, is not
+/// `Nullable`, has a tenant type). As for the struct form, the entry's schema is `public`
+/// and its name the module's: a table in another schema or with a `#[sql_name]` is marked
+/// on its `table!`.
 ///
 /// # Errors
 ///

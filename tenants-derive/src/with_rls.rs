@@ -3,7 +3,7 @@
 use proc_macro2::{Group, TokenStream, TokenTree};
 use quote::{quote, quote_spanned};
 use syn::spanned::Spanned;
-use tenants_syntax::{MarkedItem, MarkedStruct, MarkedTable, TenantSqlType};
+use tenants_syntax::{MarkedItem, MarkedStruct, MarkedTable, MarkedUse, TenantSqlType};
 
 /// The original item, followed by the registration of its table; on an error, the original
 /// item and one `compile_error!`, so that the item's other uses still resolve (except for a
@@ -12,6 +12,7 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
     let generated = match tenants_syntax::parse_marked_tokens(attr, item.clone()) {
         Ok(MarkedItem::Table(table)) => expand_table(&table),
         Ok(MarkedItem::Struct(model)) => expand_struct(&model),
+        Ok(MarkedItem::Use(marked)) => expand_use(&marked),
         Err(error) if is_malformed_table(item.clone()) => {
             // diesel's own error for it would be a confusing "missing `fn`", and an
             // unparsable `table!` declares nothing anyway: ours replaces it.
@@ -109,6 +110,36 @@ fn expand_struct(model: &MarkedStruct) -> TokenStream {
                 }
             }
         };
+    }
+}
+
+/// Use form: the `use` brings the `table!` module into scope, so the column's existence,
+/// SQL type and SQL name come from Diesel's own declaration, checked by the compiler (one
+/// error, on the column's name or on the `use`). The table gets the typed tenant filter
+/// too.
+fn expand_use(marked: &MarkedUse) -> TokenStream {
+    let MarkedUse {
+        binding,
+        schema,
+        name,
+        column,
+    } = marked;
+    // Every fact goes through the `TenantTable` impl, spanned at the column: a column
+    // that is missing or of the wrong type is that impl's one error.
+    let table = quote_spanned!(column.span()=> #binding::table);
+    quote! {
+        impl ::tenants_core::__private::TenantTable for #table {
+            type TenantColumn = #binding::#column;
+        }
+        ::tenants_core::__private::inventory::submit! {
+            ::tenants_core::registry::RlsTable {
+                schema: #schema,
+                name: #name,
+                tenant_column: <<#table as ::tenants_core::__private::TenantTable>::TenantColumn
+                    as ::tenants_core::__private::diesel::Column>::NAME,
+                sql_type: ::tenants_core::__private::marked_sql_type::<#table>(),
+            }
+        }
     }
 }
 

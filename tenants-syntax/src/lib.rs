@@ -25,6 +25,7 @@ mod args;
 mod model;
 mod shared;
 mod table;
+mod use_form;
 
 use std::fmt::Display;
 
@@ -36,6 +37,7 @@ pub use args::{DEFAULT_TENANT_COLUMN, RlsArgs};
 pub use model::{MarkedStruct, parse_struct};
 pub use shared::{SharedTable, is_shared_attribute, parse_shared, parse_shared_tokens};
 pub use table::{MarkedTable, is_table_macro, parse_table, table_body_parses};
+pub use use_form::{MarkedUse, parse_use};
 
 /// The schema of a table whose `table!` names none.
 pub const DEFAULT_SCHEMA: &str = "public";
@@ -91,22 +93,27 @@ pub enum MarkedItem {
     Table(MarkedTable),
     /// `#[with_rls]` on a model struct carrying `#[diesel(table_name = ...)]`.
     Struct(MarkedStruct),
+    /// `#[with_rls]` on a `use` of a `table!` module declared elsewhere.
+    Use(MarkedUse),
 }
 
 impl MarkedItem {
-    /// The table's PostgreSQL schema (`public` for the struct form, whose path cannot say).
+    /// The table's PostgreSQL schema (`public` for the struct and use forms, whose path
+    /// cannot say).
     pub fn schema(&self) -> &str {
         match self {
             Self::Table(table) => &table.schema,
             Self::Struct(model) => &model.schema,
+            Self::Use(marked) => &marked.schema,
         }
     }
 
-    /// The table's SQL name; for the struct form, the last segment of its table path.
+    /// The table's SQL name; for the struct and use forms, the last segment of the path.
     pub fn table_name(&self) -> &str {
         match self {
             Self::Table(table) => &table.name,
             Self::Struct(model) => &model.name,
+            Self::Use(marked) => &marked.name,
         }
     }
 
@@ -116,6 +123,7 @@ impl MarkedItem {
         match self {
             Self::Table(table) => table.column_sql_name.clone(),
             Self::Struct(model) => model.column.unraw().to_string(),
+            Self::Use(marked) => marked.column.unraw().to_string(),
         }
     }
 
@@ -123,7 +131,7 @@ impl MarkedItem {
     pub fn sql_type(&self) -> Option<TenantSqlType> {
         match self {
             Self::Table(table) => Some(table.sql_type),
-            Self::Struct(_) => None,
+            Self::Struct(_) | Self::Use(_) => None,
         }
     }
 }
@@ -136,11 +144,13 @@ pub fn parse_marked(args: &RlsArgs, item: &syn::Item) -> syn::Result<MarkedItem>
             parse_table(args, &item.mac).map(MarkedItem::Table)
         }
         syn::Item::Struct(item) => parse_struct(args, item).map(MarkedItem::Struct),
+        syn::Item::Use(item) => parse_use(args, item).map(MarkedItem::Use),
         _ => Err(error_with_help(
             item_name(item),
-            "#[with_rls] goes on a `diesel::table!` invocation or on a struct with \
-             #[diesel(table_name = ...)]",
-            "mark the `diesel::table!` declaring the table, or a model struct of it",
+            "#[with_rls] goes on a `diesel::table!` invocation, on a `use` of its module, or \
+             on a struct with #[diesel(table_name = ...)]",
+            "mark the `diesel::table!` declaring the table, a `use` of it \
+             (`#[with_rls] use crate::schema::todo_item;`), or a model struct of it",
         )),
     }
 }
@@ -187,6 +197,7 @@ pub fn file_marks(file: &syn::File) -> FileMarks {
                 syn::Item::Const(item) => &item.attrs,
                 syn::Item::Static(item) => &item.attrs,
                 syn::Item::Type(item) => &item.attrs,
+                syn::Item::Use(item) => &item.attrs,
                 _ => &[],
             };
             if let Some(attr) = attrs.iter().find(|attr| is_with_rls_attribute(attr)) {

@@ -360,7 +360,7 @@ fn neither_table_nor_struct() {
         ("println!(\"x\");", "println"),
     ] {
         let (message, at) = error("", item);
-        assert!(message.starts_with("#[with_rls] goes on a `diesel::table!` invocation or on a struct with #[diesel(table_name = ...)]"), "{message}");
+        assert!(message.starts_with("#[with_rls] goes on a `diesel::table!` invocation, on a `use` of its module, or on a struct with #[diesel(table_name = ...)]"), "{message}");
         assert_eq!(at, name);
     }
 }
@@ -453,4 +453,44 @@ fn shared_takes_a_table_and_no_arguments() {
             .to_string()
             .starts_with("#[shared] goes on a `diesel::table!` invocation")
     );
+}
+
+#[test]
+fn the_use_form_names_the_module_and_its_binding() {
+    let marked = |args: &str, item: &str| {
+        let args: RlsArgs = syn::parse_str(args).expect("args");
+        let item: syn::Item = syn::parse_str(item).expect("item");
+        parse_marked(&args, &item)
+    };
+    let Ok(MarkedItem::Use(found)) = marked("", "use crate::schema::todo_item;") else {
+        panic!("a use of one module is the use form");
+    };
+    assert_eq!(
+        (
+            found.binding.to_string(),
+            found.name.as_str(),
+            found.schema.as_str()
+        ),
+        ("todo_item".to_string(), "todo_item", "public")
+    );
+    assert_eq!(found.column.to_string(), "tenant");
+    let Ok(MarkedItem::Use(renamed)) = marked(
+        "column = org_id",
+        "pub use super::schema::r#invoice as invoices;",
+    ) else {
+        panic!("a renamed use is the use form");
+    };
+    assert_eq!(
+        (renamed.binding.to_string(), renamed.name.as_str()),
+        ("invoices".to_string(), "invoice")
+    );
+    assert_eq!(MarkedItem::Use(renamed).tenant_column(), "org_id");
+    for several in [
+        "use schema::{a, b};",
+        "use schema::*;",
+        "use crate::schema::{self};",
+    ] {
+        let error = marked("", several).expect_err(several).to_string();
+        assert!(error.contains("marks one table"), "{several}: {error}");
+    }
 }
