@@ -3,12 +3,14 @@
 //!
 //! One table holds one tenant's N rows (1M; 10k with --smoke), so that `COPY life_item`
 //! moves exactly the rows the export does. Each round runs, in turn: plain `COPY TO`
-//! (CSV, as the superuser, whom RLS does not apply to), `export_tenant` (as the owner,
-//! through RLS), `TRUNCATE` + plain `COPY FROM` of the CSV, `purge_tenant`,
+//! (CSV into memory, as the superuser, whom RLS does not apply to), `export_tenant` (as
+//! the owner, through RLS, into files with their checksums), `TRUNCATE` + plain `COPY FROM` of the CSV, `purge_tenant`,
 //! `import_tenant` of the export. The ratios are export / COPY TO and import / COPY FROM
 //! throughput (rows/s), medians over the rounds. `list` is timed with the table's
 //! `(tenant, id)` index (an index-only scan once vacuumed) and without it (a sequential
-//! scan).
+//! scan). Memory: the process's peak RSS is reset before the export and the import
+//! (`/proc/self/clear_refs`) and read after each (`VmHWM`); the figure is how far the peak
+//! rose above the RSS before the operation (the baseline's CSV is resident meanwhile).
 
 use std::io::{Read, Write};
 use std::path::Path;
@@ -56,6 +58,10 @@ struct Round {
     copy_in: Duration,
     purge: Duration,
     import: Duration,
+    /// Peak RSS above the RSS before the export, in bytes.
+    export_rss: u64,
+    /// Peak RSS above the RSS before the import, in bytes.
+    import_rss: u64,
 }
 
 /// Runs the benchmark and returns its `bench` line.
@@ -85,12 +91,14 @@ pub async fn run(smoke: bool) -> Result<String> {
         let out = dir.join(format!("round{round}"));
         let figures = one_round(&mut plain, &pool, &tables, &out, rows).await?;
         println!(
-            "round {round}: COPY TO {}, export {}, COPY FROM {}, purge {}, import {}",
+            "round {round}: COPY TO {}, export {} (peak RSS +{}), COPY FROM {}, purge {}, import {} (peak RSS +{})",
             secs(figures.copy_out),
             secs(figures.export),
+            mib(figures.export_rss),
             secs(figures.copy_in),
             secs(figures.purge),
-            secs(figures.import)
+            secs(figures.import),
+            mib(figures.import_rss)
         );
         std::fs::remove_dir_all(&out).context(|| format!("remove {}", out.display()))?;
         measured.push(figures);
@@ -111,10 +119,12 @@ pub async fn run(smoke: bool) -> Result<String> {
     let (copy_out, export) = (median(|r| r.copy_out), median(|r| r.export));
     let (copy_in, import) = (median(|r| r.copy_in), median(|r| r.import));
     let purge = median(|r| r.purge);
+    let export_rss = measured.iter().map(|r| r.export_rss).max().unwrap_or(0);
+    let import_rss = measured.iter().map(|r| r.import_rss).max().unwrap_or(0);
     let export_ratio = per_s(export) / per_s(copy_out);
     let import_ratio = per_s(import) / per_s(copy_in);
     Ok(format!(
-        "bench lifecycle: ratio export {export_ratio:.3} import {import_ratio:.3} of COPY (export {:.0} rows/s vs COPY TO {:.0}; import {:.0} rows/s vs COPY FROM {:.0}; purge {:.0} rows/s; list {} with the (tenant, id) index, {} without; {rows} rows of one tenant, median of {rounds} round(s))",
+        "bench lifecycle: ratio export {export_ratio:.3} import {import_ratio:.3} of COPY (export {:.0} rows/s vs COPY TO {:.0}; import {:.0} rows/s vs COPY FROM {:.0}; purge {:.0} rows/s; list {} with the (tenant, id) index, {} without; peak RSS +{} exporting, +{} importing; {rows} rows of one tenant, median of {rounds} round(s))",
         per_s(export),
         per_s(copy_out),
         per_s(import),
@@ -122,6 +132,8 @@ pub async fn run(smoke: bool) -> Result<String> {
         per_s(purge),
         stats::ms(list_indexed),
         stats::ms(list_scan),
+        mib(export_rss),
+        mib(import_rss),
     ))
 }
 
@@ -149,12 +161,14 @@ async fn one_round(
         "COPY TO lines",
     )?;
 
+    let before = reset_peak_rss();
     let began = Instant::now();
     let manifest =
         lifecycle::export_tenant(pool, tables, TENANT, out, lifecycle::EmptyExport::Refuse)
             .await
             .map_err(lifecycle_error)?;
     round.export = began.elapsed();
+    round.export_rss = peak_rss().saturating_sub(before);
     check(
         manifest.tables.iter().map(|t| t.rows).sum(),
         rows,
@@ -181,11 +195,13 @@ async fn one_round(
     round.purge = began.elapsed();
     check(purged.total(), rows, "purged rows")?;
 
+    let before = reset_peak_rss();
     let began = Instant::now();
     let imported = lifecycle::import_tenant(pool, tables, TENANT, out)
         .await
         .map_err(lifecycle_error)?;
     round.import = began.elapsed();
+    round.import_rss = peak_rss().saturating_sub(before);
     check(
         imported.tables.iter().map(|t| t.rows).sum(),
         rows,
@@ -282,6 +298,36 @@ fn check(got: u64, expected: u64, what: &str) -> Result<()> {
 
 fn lifecycle_error(error: lifecycle::LifecycleError) -> BenchError {
     BenchError::Failed(format!("lifecycle: {error}"))
+}
+
+/// Resets the process's peak RSS to its current RSS (Linux: `5` to `/proc/self/clear_refs`)
+/// and returns that RSS in bytes; 0 where there is no `/proc`.
+fn reset_peak_rss() -> u64 {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    status_kib("VmRSS:") * 1024
+}
+
+/// The process's peak RSS since the last reset, in bytes; 0 where there is no `/proc`.
+fn peak_rss() -> u64 {
+    status_kib("VmHWM:") * 1024
+}
+
+/// A `kB` field of `/proc/self/status`.
+fn status_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix(field))
+                .and_then(|rest| rest.split_whitespace().next())
+                .and_then(|kib| kib.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / f64::from(1 << 20))
 }
 
 fn secs(d: Duration) -> String {

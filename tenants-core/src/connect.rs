@@ -59,6 +59,24 @@ pub(crate) async fn open(database_url: &str) -> Result<AsyncPgConnection, String
         .map_err(|e| e.to_string())
 }
 
+/// Opens a bare tokio-postgres client (its connection driven by a spawned task, which ends
+/// when the client is dropped), failing as [`establish`] does. For what diesel-async cannot
+/// do: the lifecycle's `COPY`.
+pub(crate) async fn open_client(database_url: &str) -> Result<tokio_postgres::Client, Error> {
+    let target = describe_target(database_url)?;
+    let (client, connection) = tokio_postgres::connect(database_url, tokio_postgres::NoTls)
+        .await
+        .map_err(|e| Error::Connect {
+            target,
+            reason: reason(&e),
+        })?;
+    tokio::spawn(async move {
+        // A broken connection fails the client's next call, which reports it.
+        let _ = connection.await;
+    });
+    Ok(client)
+}
+
 fn describe(config: &tokio_postgres::Config) -> String {
     let ports = config.get_ports();
     let port = |i: usize| match ports {

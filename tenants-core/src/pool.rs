@@ -79,6 +79,10 @@ pub struct TenantPool {
     config: Arc<Config>,
     /// What the URL points at, for errors; `None` for a pool given to [`TenantPool::new`].
     target: Option<Arc<str>>,
+    /// The URL of [`TenantPool::connect_with`], for the lifecycle's own connection (COPY
+    /// needs the driver's client, which a pooled diesel-async connection does not expose);
+    /// `None` for a pool given to [`TenantPool::new`]. Never printed.
+    database_url: Option<Arc<str>>,
     /// The last failed attempt to open a connection; `None` as for `target`.
     connect_error: Option<LastConnectError>,
 }
@@ -146,6 +150,7 @@ impl TenantPool {
             pool,
             config: Arc::new(config),
             target: Some(Arc::from(target)),
+            database_url: Some(Arc::from(database_url)),
             connect_error: Some(connect_error),
         })
     }
@@ -157,6 +162,7 @@ impl TenantPool {
             pool,
             config: Arc::new(config),
             target: None,
+            database_url: None,
             connect_error: None,
         }
     }
@@ -273,6 +279,11 @@ impl TenantPool {
     /// The names in use.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The URL the pool was built for, when [`TenantPool::connect_with`] built it.
+    pub(crate) fn database_url(&self) -> Option<&str> {
+        self.database_url.as_deref()
     }
 
     /// The underlying bb8 pool.

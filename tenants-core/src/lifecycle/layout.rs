@@ -199,17 +199,21 @@ impl Layout {
 
     /// Defers the constraints of cycles to the commit, when there are any.
     pub async fn defer_cycles(&self, conn: &mut AsyncPgConnection) -> Result<(), LifecycleError> {
-        if self.deferred.is_empty() {
-            return Ok(());
+        match self.defer_sql() {
+            Some(sql) => conn.batch_execute(&sql).await.map_err(db(DEFER_CONTEXT)),
+            None => Ok(()),
         }
-        conn.batch_execute(&format!(
-            "SET CONSTRAINTS {} DEFERRED",
-            self.deferred.join(", ")
-        ))
-        .await
-        .map_err(db("deferring the foreign keys of a cycle"))
+    }
+
+    /// The statement deferring the constraints of cycles, when there are any.
+    pub fn defer_sql(&self) -> Option<String> {
+        (!self.deferred.is_empty())
+            .then(|| format!("SET CONSTRAINTS {} DEFERRED", self.deferred.join(", ")))
     }
 }
+
+/// What [`Layout::defer_sql`] is run for, in errors.
+pub(super) const DEFER_CONTEXT: &str = "deferring the foreign keys of a cycle";
 
 /// A foreign key between two tables, by index; self-references are left out.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -13,8 +13,9 @@ use crate::policy::QualifiedName;
 pub const MANIFEST_FILE: &str = "manifest.json";
 /// [`Manifest::format`] of every export.
 pub const FORMAT: &str = "tenants-export";
-/// The version of the format this library writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The version of the format this library writes: 2, table files in `COPY`'s text format.
+/// It reads version 1 too (JSON lines, written before 0.2).
+pub const FORMAT_VERSION: u32 = 2;
 /// The longest line (row) of a table file an import reads, newline excluded: 16 MiB. A
 /// longer line is [`LifecycleError::LineTooLong`], refused before it is read whole.
 pub const MAX_LINE_BYTES: usize = 16 << 20;
@@ -77,7 +78,25 @@ impl TableExport {
     }
 }
 
+/// How the rows of a table file are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum RowsFormat {
+    /// Version 1: one JSON object of text values per line.
+    JsonLines,
+    /// Version 2: `COPY`'s text format (tab-separated, `\\N` for NULL, backslash escapes).
+    CopyText,
+}
+
 impl Manifest {
+    /// How its table files are written; `None` for a version this library does not read.
+    pub(super) fn rows_format(&self) -> Option<RowsFormat> {
+        match self.format_version {
+            1 => Some(RowsFormat::JsonLines),
+            FORMAT_VERSION => Some(RowsFormat::CopyText),
+            _ => None,
+        }
+    }
+
     /// Reads `dir/manifest.json`, refusing another format or a newer version.
     pub fn read(dir: &Path) -> Result<Self, LifecycleError> {
         let path = dir.join(MANIFEST_FILE);
@@ -96,10 +115,10 @@ impl Manifest {
                 manifest.format
             )));
         }
-        if manifest.format_version != FORMAT_VERSION {
+        if manifest.rows_format().is_none() {
             return Err(invalid(format!(
-                "format version {} is not {FORMAT_VERSION}, the one this version reads",
-                manifest.format_version
+                "format version {} is not one this version reads (1 or {FORMAT_VERSION}); import it with the version that wrote it ({})",
+                manifest.format_version, manifest.tool
             )));
         }
         for table in &manifest.tables {
@@ -182,19 +201,16 @@ impl<W: std::io::Write> HashingWriter<W> {
         }
     }
 
-    /// Writes `line` and a newline.
-    pub fn line(&mut self, line: &str) -> Result<(), LifecycleError> {
-        for part in [line.as_bytes(), b"\n"] {
-            self.hasher.update(part);
-            self.inner
-                .write_all(part)
-                .map_err(|source| LifecycleError::Io {
-                    path: self.path.clone(),
-                    source,
-                })?;
-        }
-        self.lines += 1;
-        Ok(())
+    /// Writes `chunk` (whole lines, as `COPY` sends them), counting its newlines.
+    pub fn write(&mut self, chunk: &[u8]) -> Result<(), LifecycleError> {
+        self.hasher.update(chunk);
+        self.lines += chunk.iter().filter(|&&b| b == b'\n').count() as u64;
+        self.inner
+            .write_all(chunk)
+            .map_err(|source| LifecycleError::Io {
+                path: self.path.clone(),
+                source,
+            })
     }
 
     /// Flushes and returns the inner writer and the hex SHA-256.

@@ -16,18 +16,23 @@
 //! # The export format
 //!
 //! A directory holding `manifest.json` ([`Manifest`]) and one file per table,
-//! `NN-<schema>.<table>.jsonl`, in parent-before-child order. Each line of a table file is
-//! one row: a JSON object whose keys are the column names in table order and whose values
-//! are PostgreSQL's text form of each value (what `COPY` writes, read back with the
-//! column's input function, so every type round-trips exactly, `json` nulls included) or
-//! `null` for SQL `NULL`. Rows are ordered by primary key. The manifest records the format
-//! version, the tool version, the tenant, the snapshot's time, and per table its schema,
-//! name, tenant column, columns with their types, primary key, row count and the SHA-256
-//! of its file.
+//! `NN-<schema>.<table>.tsv`, in parent-before-child order. Each table file is what
+//! `COPY (SELECT <columns> FROM <table> ORDER BY <primary key>) TO STDOUT` writes in its
+//! text format, with settings that make every value's text form unambiguous whatever the
+//! server's defaults: one line per row, the columns in table order separated by tabs,
+//! `\N` for SQL `NULL`, backslash escapes for tabs, newlines and backslashes; each value
+//! in PostgreSQL's text form (read back by the column's input function, so every type
+//! round-trips exactly, a `json` null included). The manifest records the format version
+//! ([`FORMAT_VERSION`], 2), the tool version, the tenant, the snapshot's time, and per
+//! table its schema, name, tenant column, columns with their types, primary key, row count
+//! and the SHA-256 of its file. Version 1 exports (one JSON object of text values per line,
+//! `.jsonl`) still import.
 //!
-//! Why not `COPY`: diesel 2.3's `COPY` support is synchronous and needs a `table!` type
-//! known at compile time, and diesel-async 0.9 has none; JSON lines built server-side need
-//! neither and stream through a cursor.
+//! Export and import run `COPY` on a connection of their own, opened from the pool's URL
+//! (diesel-async has no `COPY`; see `session.rs`), inside the tenant's transaction:
+//! the export's `COPY (SELECT ...)` is a query the policies apply to, and the import copies
+//! into a temporary table and inserts from there, so that `WITH CHECK` judges every row
+//! (PostgreSQL refuses `COPY FROM` into a table under RLS).
 //!
 //! The checksums detect a damaged or edited file; they are not a signature (whoever can
 //! edit a file can edit the manifest). What keeps an import from writing another tenant's
@@ -43,6 +48,7 @@ mod layout;
 mod list;
 mod manifest;
 mod purge;
+mod session;
 
 use std::path::PathBuf;
 
@@ -143,6 +149,12 @@ pub enum LifecycleError {
         /// [`MAX_LINE_BYTES`].
         limit: usize,
     },
+    /// The pool was built by [`crate::TenantPool::new`] from a bb8 pool: export and import
+    /// open a connection of their own for `COPY`, and need the URL.
+    #[error(
+        "export and import need the database URL, which a pool built by TenantPool::new does not know\nhint: build the pool with TenantPool::connect_with"
+    )]
+    NoDatabaseUrl,
     /// `manifest.json` is not a manifest this version reads.
     #[error("{}: not a tenants export manifest: {message}", path.display())]
     Manifest {
