@@ -67,16 +67,15 @@ pub async fn export_tenant(
     };
     let staging = Staging::create(out)?;
 
-    let session = Session::begin(pool, &tenant).await?;
-    // First statement after the begin batch: a SET takes no snapshot, so it may still
-    // choose the isolation level; the snapshot is taken by the first query after it.
+    // One snapshot for every table: the isolation level goes into the begin batch's BEGIN.
+    let session = Session::begin(
+        pool,
+        &tenant,
+        Some("ISOLATION LEVEL REPEATABLE READ, READ ONLY"),
+    )
+    .await?;
     session
-        .batch(
-            &format!(
-                "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY; {TEXT_FORMAT_SETTINGS}"
-            ),
-            "starting the export's snapshot",
-        )
+        .batch(TEXT_FORMAT_SETTINGS, "setting the text formats")
         .await?;
     let snapshot_at: String = session
         .query("SELECT now()::text", &[], "reading the snapshot's time")

@@ -119,7 +119,7 @@ pub async fn import_tenant(
         plan.push((table, exported));
     }
 
-    let session = Session::begin(pool, &tenant).await?;
+    let session = Session::begin(pool, &tenant, None).await?;
     session
         .batch(TEXT_FORMAT_SETTINGS, "setting the text formats")
         .await?;

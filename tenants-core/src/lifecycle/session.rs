@@ -26,11 +26,25 @@ pub(super) struct Session {
 }
 
 impl Session {
-    /// Opens a connection to the database of `pool` and begins `tenant`'s transaction.
-    pub async fn begin(pool: &TenantPool, tenant: &Tenant) -> Result<Self, LifecycleError> {
+    /// Opens a connection to the database of `pool` and begins `tenant`'s transaction,
+    /// with the transaction `modes` (`ISOLATION LEVEL ...`) when given: they go into the
+    /// `BEGIN` of the begin batch itself, since a `SET TRANSACTION` after it comes too late
+    /// when the batch runs a query (Citus mode's `DO` block).
+    pub async fn begin(
+        pool: &TenantPool,
+        tenant: &Tenant,
+        modes: Option<&str>,
+    ) -> Result<Self, LifecycleError> {
         let url = pool.database_url().ok_or(LifecycleError::NoDatabaseUrl)?;
         let client = crate::connect::open_client(url).await?;
-        let begin = Scope::Tenant(tenant.clone()).begin_sql(pool.config());
+        let mut begin = Scope::Tenant(tenant.clone()).begin_sql(pool.config());
+        if let Some(modes) = modes {
+            // Every begin batch starts with its `BEGIN;` (scope.rs's tests say so).
+            begin = match begin.strip_prefix("BEGIN;") {
+                Some(rest) => format!("BEGIN {modes};{rest}"),
+                None => format!("{begin}; SET TRANSACTION {modes}"),
+            };
+        }
         client
             .batch_execute(&begin)
             .await
