@@ -679,28 +679,6 @@ fn shared_tables_are_listed_granted_and_readable_by_tenants() {
     );
 }
 
-/// The real diesel CLI, or a failure naming how to install it.
-fn diesel(fx: &Fixture, args: &[&str]) {
-    let dir = fx.dir.to_str().expect("utf-8 path");
-    std::fs::write(fx.dir.join("diesel.toml"), "").expect("diesel.toml");
-    let output = std::process::Command::new("diesel")
-        .args(args)
-        .args(["--database-url", &fx.db.url()])
-        .args(["--migration-dir", &format!("{dir}/migrations")])
-        .args(["--config-file", &format!("{dir}/diesel.toml")])
-        .current_dir(&fx.dir)
-        .output()
-        .unwrap_or_else(|e| {
-            panic!("cannot run the diesel CLI ({e}): install it with `cargo install diesel_cli --no-default-features --features postgres`")
-        });
-    assert!(
-        output.status.success(),
-        "diesel {args:?}: {}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
 /// Inserts, as `tenant`, a tag pointing at todo `todo_id`.
 fn tag_as(fx: &Fixture, tenant: &str, todo_id: i32) -> Result<usize, tenants_core::Error> {
     use diesel::prelude::*;
@@ -778,7 +756,7 @@ ALTER TABLE \"public\".\"todo_item\" DROP CONSTRAINT \"todo_item_tenant_id_key\"
 "
     );
 
-    diesel(&fx, &["migration", "run"]);
+    fx.diesel(&["migration", "run"]);
     assert_clean(&fx);
     let refused = tag_as(&fx, "globex", 1).expect_err("another tenant's todo");
     assert!(
@@ -793,9 +771,9 @@ ALTER TABLE \"public\".\"todo_item\" DROP CONSTRAINT \"todo_item_tenant_id_key\"
         "no changes"
     );
 
-    diesel(&fx, &["migration", "revert"]);
+    fx.diesel(&["migration", "revert"]);
     assert_eq!(found(&audit(&fx)), finding);
-    diesel(&fx, &["migration", "run"]);
+    fx.diesel(&["migration", "run"]);
     assert_clean(&fx);
 }
 

@@ -126,6 +126,35 @@ impl Fixture {
             .into()
     }
 
+    /// Runs the real diesel CLI in the crate's directory against its database (an empty
+    /// `diesel.toml`: every setting its default) and returns what it printed; a failure,
+    /// or a CLI that is not installed, fails the test with how to install it.
+    pub fn diesel(&self, args: &[&str]) -> String {
+        let dir = self.dir.to_str().expect("utf-8 path");
+        std::fs::write(self.dir.join("diesel.toml"), "").expect("diesel.toml");
+        let mut command = Command::new("diesel");
+        command
+            .args(args)
+            .args(["--database-url", &self.db.url()])
+            .args(["--config-file", &format!("{dir}/diesel.toml")]);
+        if args.first() == Some(&"migration") {
+            command.args(["--migration-dir", &format!("{dir}/migrations")]);
+        }
+        let output = command
+            .current_dir(&self.dir)
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("cannot run the diesel CLI ({e}): install it with `cargo install diesel_cli --no-default-features --features postgres`")
+            });
+        assert!(
+            output.status.success(),
+            "diesel {args:?}: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).expect("utf-8 output")
+    }
+
     /// Applies pending migrations, as `diesel migration run` does.
     pub fn migrate(&self) {
         let migrations =

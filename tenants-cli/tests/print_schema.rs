@@ -1,23 +1,10 @@
 //! Marks that survive `diesel print-schema`: with the use form (`#[with_rls] use
-//! crate::schema::todo_item;` in a file of the crate's own), rewriting `src/schema.rs` the
-//! way `diesel print-schema > src/schema.rs` (or `diesel migration run` with `[print_schema]
-//! file`) does leaves `tenants check` passing; marks kept in `schema.rs` itself are lost by
-//! the rewrite, and `check` says so instead of passing.
+//! crate::schema::todo_item;` in a file of the crate's own), `diesel print-schema >
+//! src/schema.rs` (the real diesel CLI, as `diesel migration run` with `[print_schema]
+//! file` would write it) leaves `tenants check` passing; marks kept in `schema.rs` itself
+//! are lost by the rewrite, and `check` says so instead of passing.
 
 use crate::fixture::{Fixture, GRANTEE, TODO_DOWN, TODO_UP};
-
-/// `src/schema.rs` as `diesel print-schema` writes it for the fixture's tables (diesel 2.3).
-fn printed_schema(with_project: bool) -> String {
-    let mut schema = String::from(
-        "// @generated automatically by Diesel CLI.\n\ndiesel::table! {\n    todo_item (id) {\n        id -> Int4,\n        name -> Text,\n        tenant -> Text,\n    }\n}\n",
-    );
-    if with_project {
-        schema.push_str(
-            "\ndiesel::table! {\n    project (id) {\n        id -> Int4,\n        title -> Text,\n    }\n}\n\ndiesel::allow_tables_to_appear_in_same_query!(project, todo_item,);\n",
-        );
-    }
-    schema
-}
 
 fn write(fx: &Fixture, file: &str, text: &str) {
     std::fs::write(fx.dir.join("src").join(file), text).expect("write source");
@@ -36,7 +23,14 @@ fn print_schema_leaves_check_passing_with_the_use_form() {
     fx.migrate();
     // The README's setup: schema.rs is diesel's, the marks live in src/rls.rs.
     fx.source("pub mod rls;\npub mod schema;\n");
-    write(&fx, "schema.rs", &printed_schema(false));
+    // What `diesel print-schema > src/schema.rs` writes, by the real diesel CLI.
+    let print_schema = || {
+        let printed = fx.diesel(&["print-schema"]);
+        assert!(printed.contains("todo_item (id)"), "{printed}");
+        write(&fx, "schema.rs", &printed);
+        printed
+    };
+    print_schema();
     write(
         &fx,
         "rls.rs",
@@ -63,7 +57,7 @@ fn print_schema_leaves_check_passing_with_the_use_form() {
         "DROP TABLE project;",
     );
     fx.migrate();
-    write(&fx, "schema.rs", &printed_schema(true));
+    assert!(print_schema().contains("project (id)"));
     check_passes_with_one_mark();
 
     // Marks kept in schema.rs itself: the same rewrite loses them, and check says so.
@@ -72,14 +66,14 @@ fn print_schema_leaves_check_passing_with_the_use_form() {
     write(
         &fx,
         "schema.rs",
-        &printed_schema(true).replacen(
+        &fx.diesel(&["print-schema"]).replacen(
             "diesel::table! {\n    todo_item",
             "#[tenants_core::with_rls]\ndiesel::table! {\n    todo_item",
             1,
         ),
     );
     assert_eq!(tenants(&["check"]).code, 0, "marked in schema.rs: passes");
-    write(&fx, "schema.rs", &printed_schema(true));
+    print_schema();
     let check = tenants(&["check"]);
     assert_eq!(check.code, 1, "{}{}", check.stdout, check.stderr);
     assert!(
