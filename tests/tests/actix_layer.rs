@@ -67,6 +67,14 @@ async fn write(
                 .await?;
             Ok(HttpResponse::Ok().finish())
         }
+        "swallowed-error" => {
+            // A failed statement whose error the handler ignores: PostgreSQL then answers
+            // the COMMIT with a rollback, and the client must not be told 201.
+            let _ = diesel::sql_query("SELECT * FROM no_such_table")
+                .execute(db.conn().await?)
+                .await;
+            Ok(HttpResponse::Created().finish())
+        }
         "panic" => panic!("the handler panics after its insert"),
         "hang" => {
             hooks.written.notify_one();
@@ -226,6 +234,7 @@ async fn commits_after_2xx_and_3xx_and_rolls_back_after_any_other_status() {
         ("conflict", 409),
         ("unknown", 404),
         ("query-error", 500),
+        ("swallowed-error", 500),
     ] {
         let reply = post_as(&server, &format!("/write/{outcome}"), "acme").await;
         assert_eq!(reply.status, status, "{outcome}: {}", reply.body);
