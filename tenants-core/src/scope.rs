@@ -79,7 +79,9 @@ impl Scope {
     ///
     /// The failure is `current_setting` of a setting that does not exist, named
     /// [`SCOPE_ENDED_MARK`]: evaluated when the statement runs, never
-    /// folded into a constant when it is planned.
+    /// folded into a constant when it is planned. A setting never set (NULL) makes the
+    /// condition NULL, which is the `ELSE`: no `coalesce` needed (12 k server instructions
+    /// fewer per commit, PERFORMANCE.md).
     pub(crate) fn commit_guard_sql(&self, config: &Config) -> String {
         let (role, tenant) = match self {
             Scope::Tenant(tenant) => (config.tenant_role(), escape_literal(tenant.as_str())),
@@ -87,7 +89,7 @@ impl Scope {
         };
         format!(
             "SELECT current_setting(CASE WHEN current_user = {} \
-             AND coalesce(current_setting({}, true), '') = {tenant} \
+             AND current_setting({}, true) = {tenant} \
              AND now() <> statement_timestamp() THEN 'server_version' ELSE '{}' END)",
             escape_literal(role),
             escape_literal(config.setting()),

@@ -50,7 +50,7 @@ macro_rules! reset {
         "CLOSE ALL; UNLISTEN *; DISCARD TEMP; DISCARD SEQUENCES; RESET ALL; \
          SET SESSION AUTHORIZATION DEFAULT; RESET ROLE; SET TIME ZONE 'UTC'; \
          SET CLIENT_ENCODING TO 'UTF8'; SELECT pg_advisory_unlock_all(), CASE WHEN EXISTS \
-         (SELECT FROM pg_catalog.pg_prepared_statements WHERE from_sql) THEN \
+         (SELECT FROM pg_catalog.pg_prepared_statement() WHERE from_sql) THEN \
          current_setting('tenants.prepared_statement_left') END"
     };
 }
