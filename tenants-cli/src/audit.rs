@@ -36,106 +36,20 @@ impl fmt::Display for Weakness {
 }
 
 /// What every check starts from (`$1` schemas, `$2` names, `$3` tenant columns of the
-/// marked tables, `$4` our roles, tenant then admin, `$5` the serving login):
-/// - `marked`: the marked tables with their oid, owner and FORCE flag;
-/// - `escaping`: the roles not subject to the FORCE'd policies: superusers, BYPASSRLS
-///   roles, the admin role (whose policy shows every tenant), and the owners of marked
-///   tables without FORCE;
-/// - `below`: the tables inheriting from a marked one (partitions included), at any depth.
-const CONTEXT: &str = r#"WITH RECURSIVE marked AS (
-   SELECT c.oid, t.schema, t.name, t.col, c.relowner, c.relforcerowsecurity AS forced
+/// marked tables, `$4` our roles, tenant then admin, `$5` the serving login): `marked`, the
+/// marked tables with their oid and owner. The loopholes around the policies (views,
+/// definer functions, triggers, rules, leakproof functions, risky grants) are the catalog's
+/// (`tenants_core::catalog::Loophole`), reported by `check` and `verify()` too.
+const CONTEXT: &str = r#"WITH marked AS (
+   SELECT c.oid, t.schema, t.name, t.col, c.relowner
    FROM unnest($1::text[], $2::text[], $3::text[]) AS t(schema, name, col)
    JOIN pg_namespace n ON n.nspname = t.schema
-   JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = t.name),
- escaping AS (
-   SELECT r.oid, r.rolname,
-          CASE WHEN r.rolsuper THEN 'a superuser'
-               WHEN r.rolbypassrls THEN 'BYPASSRLS'
-               WHEN r.rolname = ($4::text[])[2] THEN 'the admin role, whose policy shows every tenant'
-               ELSE 'the owner of a marked table without FORCE ROW LEVEL SECURITY' END AS why
-   FROM pg_roles r
-   WHERE r.rolsuper OR r.rolbypassrls OR r.rolname = ($4::text[])[2]
-      OR r.oid IN (SELECT relowner FROM marked WHERE NOT forced)),
- below(oid, marked_oid) AS (
-   SELECT i.inhrelid, m.oid FROM pg_inherits i JOIN marked m ON m.oid = i.inhparent
-   UNION SELECT i.inhrelid, b.marked_oid FROM pg_inherits i JOIN below b ON b.oid = i.inhparent),
- user_function AS (
-   SELECT p.*, format('%I.%I(%s)', n.nspname, p.proname, pg_get_function_identity_arguments(p.oid)) AS signature
-   FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-   WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\_%'
-     AND NOT EXISTS (SELECT FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass
-                     AND d.objid = p.oid AND d.deptype = 'e'))
+   JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = t.name)
 "#;
 
 /// Each check is one query over all marked tables at once, returning `subject, problem,
 /// hint` rows.
-const CHECKS: [&str; 10] = [
-    // A view runs with its owner's rights unless security_invoker is set: RLS then applies
-    // to the owner. An owner subject to the FORCE'd policies sees what the caller's tenant
-    // setting allows, so only an owner that escapes them leaks.
-    r#"SELECT DISTINCT format('view %I.%I', vn.nspname, v.relname) AS subject,
-            format('reads marked table %I.%I as its owner %I, %s: row level security applies to the owner, not the caller',
-                   t.schema, t.name, e.rolname, e.why) AS problem,
-            format('ALTER VIEW %I.%I SET (security_invoker = true); (or give it an owner subject to the policies)',
-                   vn.nspname, v.relname) AS hint
-     FROM marked t
-     JOIN pg_depend d ON d.refobjid = t.oid AND d.classid = 'pg_rewrite'::regclass
-     JOIN pg_rewrite r ON r.oid = d.objid
-     JOIN pg_class v ON v.oid = r.ev_class AND v.relkind = 'v' AND v.oid <> t.oid
-     JOIN pg_namespace vn ON vn.oid = v.relnamespace
-     JOIN escaping e ON e.oid = v.relowner
-     WHERE NOT EXISTS (SELECT FROM unnest(v.reloptions) o
-                       WHERE o ~* '^security_invoker=(t|tr|tru|true|y|ye|yes|on|1)$')"#,
-    // A materialized view stores rows; it has no row level security of its own.
-    r#"SELECT DISTINCT format('materialized view %I.%I', vn.nspname, v.relname) AS subject,
-            format('stores rows of marked table %I.%I without row level security: who may read it reads what its owner saw at the last refresh',
-                   t.schema, t.name) AS problem,
-            format('DROP MATERIALIZED VIEW %I.%I; (a view WITH (security_invoker = true) reads through the policies)',
-                   vn.nspname, v.relname) AS hint
-     FROM marked t
-     JOIN pg_depend d ON d.refobjid = t.oid AND d.classid = 'pg_rewrite'::regclass
-     JOIN pg_rewrite r ON r.oid = d.objid
-     JOIN pg_class v ON v.oid = r.ev_class AND v.relkind = 'm'
-     JOIN pg_namespace vn ON vn.oid = v.relnamespace"#,
-    // A SECURITY DEFINER function runs as its owner; an owner that escapes the policies
-    // turns every caller into one that does.
-    r#"SELECT format('function %s', p.signature) AS subject,
-            format('is SECURITY DEFINER and owned by %I, %s: its callers act as %I', e.rolname, e.why, e.rolname) AS problem,
-            format('ALTER FUNCTION %s SECURITY INVOKER; (or give it an owner subject to the policies)', p.signature) AS hint
-     FROM user_function p
-     JOIN escaping e ON e.oid = p.proowner
-     WHERE p.prosecdef AND EXISTS (SELECT FROM marked)"#,
-    // A trigger runs its function as the user whose statement fired it, unless the
-    // function is SECURITY DEFINER.
-    r#"SELECT format('trigger %I on %I.%I', g.tgname, t.schema, t.name) AS subject,
-            format('runs %s, SECURITY DEFINER and owned by %I, %s: it sees and writes every tenant''s rows',
-                   p.signature, e.rolname, e.why) AS problem,
-            format('ALTER FUNCTION %s SECURITY INVOKER; (a trigger then runs as the caller, under the policies)',
-                   p.signature) AS hint
-     FROM marked t
-     JOIN pg_trigger g ON g.tgrelid = t.oid AND NOT g.tgisinternal
-     JOIN user_function p ON p.oid = g.tgfoid AND p.prosecdef
-     JOIN escaping e ON e.oid = p.proowner"#,
-    // A rule's actions run with the rights of its table's owner.
-    r#"SELECT DISTINCT format('rule %I on %I.%I', r.rulename, n.nspname, c.relname) AS subject,
-            format('runs its actions as %I, the owner of %I.%I, %s: row level security does not apply to them',
-                   e.rolname, n.nspname, c.relname, e.why) AS problem,
-            format('DROP RULE %I ON %I.%I; (a trigger runs as the caller, under the policies)',
-                   r.rulename, n.nspname, c.relname) AS hint
-     FROM pg_rewrite r
-     JOIN pg_class c ON c.oid = r.ev_class
-     JOIN pg_namespace n ON n.oid = c.relnamespace
-     JOIN escaping e ON e.oid = c.relowner
-     WHERE r.rulename <> '_RETURN'
-       AND (r.ev_class IN (SELECT oid FROM marked)
-            OR EXISTS (SELECT FROM pg_depend d JOIN marked m ON m.oid = d.refobjid
-                       WHERE d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid))"#,
-    // The planner runs a LEAKPROOF function before the policies' quals.
-    r#"SELECT format('function %s', p.signature) AS subject,
-            'is LEAKPROOF: the planner may run it on rows before row level security filters them, so what it reveals (errors, notices) comes from every tenant''s rows' AS problem,
-            format('ALTER FUNCTION %s NOT LEAKPROOF; (as a superuser)', p.signature) AS hint
-     FROM user_function p
-     WHERE p.proleakproof AND EXISTS (SELECT FROM marked)"#,
+const CHECKS: [&str; 3] = [
     // A unique key checked across tenants answers questions about other tenants' rows.
     // Keys made only of generated columns (serial, identity, random uuid) reveal nothing.
     r#"SELECT format('%s %I on %I.%I',
@@ -170,23 +84,6 @@ const CHECKS: [&str; 10] = [
      JOIN pg_constraint k ON k.conrelid = t.oid AND k.contype = 'x'
      JOIN pg_attribute a ON a.attrelid = t.oid AND a.attname = t.col
      WHERE NOT a.attnum = ANY(k.conkey)"#,
-    // TRUNCATE ignores RLS; REFERENCES lets a role probe values through foreign keys;
-    // TRIGGER lets a role run code in other tenants' transactions. To our roles on any
-    // table, or to PUBLIC on a marked table or one below it.
-    r#"SELECT DISTINCT format('table %I.%I', n.nspname, c.relname) AS subject,
-            format('%s is granted to %s: %s', a.privilege_type, COALESCE(quote_ident(g.rolname), 'PUBLIC'),
-                   CASE a.privilege_type WHEN 'TRUNCATE' THEN 'TRUNCATE ignores row level security'
-                        WHEN 'TRIGGER' THEN 'a trigger it creates runs in other tenants'' statements, seeing their rows'
-                        ELSE 'a foreign key to this table reveals other tenants'' values' END) AS problem,
-            format('REVOKE %s ON %I.%I FROM %s;', a.privilege_type, n.nspname, c.relname,
-                   COALESCE(quote_ident(g.rolname), 'PUBLIC')) AS hint
-     FROM pg_class c
-     JOIN pg_namespace n ON n.oid = c.relnamespace
-     CROSS JOIN LATERAL aclexplode(c.relacl) a
-     LEFT JOIN pg_roles g ON g.oid = a.grantee
-     WHERE c.relkind IN ('r', 'p') AND a.privilege_type IN ('TRUNCATE', 'REFERENCES', 'TRIGGER')
-       AND (g.rolname = ANY($4)
-            OR (a.grantee = 0 AND (c.oid IN (SELECT oid FROM marked) OR c.oid IN (SELECT oid FROM below))))"#,
     // Our roles themselves: one that can log in is a way around the application (Citus
     // mode needs it; then only the cluster's nodes may, by pg_hba.conf).
     r#"SELECT format('role %I', r.rolname) AS subject,
@@ -296,5 +193,6 @@ pub fn weakens_isolation(finding: &tenants_core::Finding) -> bool {
             | Finding::UnprotectedRelative { .. }
             | Finding::CrossTenantReference(..)
             | Finding::UnmarkedTable { .. }
+            | Finding::Loophole(..)
     )
 }

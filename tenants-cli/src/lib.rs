@@ -67,7 +67,11 @@ pub enum Command {
     },
     /// Exit 0 when the database matches the code (`generate`, given the same options,
     /// has nothing to write), 1 listing each difference (one line each) or the reason
-    /// `generate` would refuse, 2 on any error. Meant for CI.
+    /// `generate` would refuse, 2 on any error. Meant for CI. Warnings (objects no
+    /// migration of ours decides about: loopholes such as views or definer functions
+    /// running as a role that escapes the policies, cross-tenant foreign keys, unmarked
+    /// tables) are printed with their fix and do not change the exit code: `audit` fails
+    /// on them.
     Check {
         /// How the database is compared with the code.
         #[command(flatten)]

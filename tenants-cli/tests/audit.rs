@@ -78,6 +78,34 @@ fn appears_and_goes(fx: &Fixture, create: &str, expected: &[&str], remove: &str)
     assert_clean(fx);
 }
 
+/// What `check` prints on `fx` (exit 0: the findings here are warnings, not a migration),
+/// without its last line ("the database matches ...").
+fn check_warnings(fx: &Fixture) -> Vec<String> {
+    let run = fx.tenants(&["check"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let lines: Vec<String> = run.stdout.lines().map(str::to_string).collect();
+    let (last, warnings) = lines.split_last().expect("output");
+    assert!(last.starts_with("the database matches"), "{}", run.stdout);
+    warnings.to_vec()
+}
+
+/// [`appears_and_goes`], and `check` prints the same lines as warnings before those it
+/// printed without the object, exits 0 (`generate` has nothing to write) and prints them
+/// no more once it is removed.
+fn appears_and_goes_in_check_too(fx: &Fixture, create: &str, expected: &[&str], remove: &str) {
+    assert_clean(fx);
+    let before = check_warnings(fx);
+    fx.db.connect().batch_execute(create).expect("create");
+    assert_eq!(found(&audit(fx)), expected);
+    let mut with_it: Vec<String> = expected.iter().map(|line| line.to_string()).collect();
+    with_it.extend(before.iter().cloned());
+    assert_eq!(check_warnings(fx), with_it);
+    assert_eq!(fx.tenants(&["generate"]).stdout.trim(), "no changes");
+    fx.db.connect().batch_execute(remove).expect("remove");
+    assert_clean(fx);
+    assert_eq!(check_warnings(fx), before);
+}
+
 /// Nothing found for `create` (a false alarm that must not ring).
 fn never_reported(fx: &Fixture, create: &str) {
     fx.db.connect().batch_execute(create).expect("create");
@@ -97,23 +125,23 @@ fn a_careful_setup_audited_as_a_plain_login_role_is_clean() {
 }
 
 #[test]
-fn a_view_owned_by_a_role_escaping_the_policies_is_named() {
+fn a_view_owned_by_a_role_escaping_the_policies_is_named_by_check_too() {
     let fx = protected();
-    appears_and_goes(
+    appears_and_goes_in_check_too(
         &fx,
         "CREATE VIEW open_view AS SELECT * FROM todo_item;",
         &[
-            "view public.open_view: reads marked table public.todo_item as its owner postgres, a superuser: row level security applies to the owner, not the caller",
-            "  hint: ALTER VIEW public.open_view SET (security_invoker = true); (or give it an owner subject to the policies)",
+            r#"warning: view "public"."open_view": reads marked table "public"."todo_item" as its owner "postgres", a superuser: row level security applies to the owner, not the caller"#,
+            r#"  hint: `ALTER VIEW "public"."open_view" SET (security_invoker = true);` (or give it an owner subject to the policies)"#,
         ],
         "DROP VIEW open_view;",
     );
-    appears_and_goes(
+    appears_and_goes_in_check_too(
         &fx,
         "CREATE VIEW admin_view AS SELECT * FROM tag; ALTER VIEW admin_view OWNER TO tenants_admin;",
         &[
-            "view public.admin_view: reads marked table public.tag as its owner tenants_admin, the admin role, whose policy shows every tenant: row level security applies to the owner, not the caller",
-            "  hint: ALTER VIEW public.admin_view SET (security_invoker = true); (or give it an owner subject to the policies)",
+            r#"warning: view "public"."admin_view": reads marked table "public"."tag" as its owner "tenants_admin", the admin role, whose policy shows every tenant: row level security applies to the owner, not the caller"#,
+            r#"  hint: `ALTER VIEW "public"."admin_view" SET (security_invoker = true);` (or give it an owner subject to the policies)"#,
         ],
         "DROP VIEW admin_view;",
     );
@@ -144,40 +172,40 @@ fn views_with_security_invoker_or_an_owner_under_the_policies_are_not_named() {
 }
 
 #[test]
-fn a_materialized_view_is_named() {
+fn a_materialized_view_is_named_by_check_too() {
     let fx = protected();
-    appears_and_goes(
+    appears_and_goes_in_check_too(
         &fx,
         "CREATE MATERIALIZED VIEW all_items AS SELECT * FROM todo_item;",
         &[
-            "materialized view public.all_items: stores rows of marked table public.todo_item without row level security: who may read it reads what its owner saw at the last refresh",
-            "  hint: DROP MATERIALIZED VIEW public.all_items; (a view WITH (security_invoker = true) reads through the policies)",
+            r#"warning: materialized view "public"."all_items": stores rows of marked table "public"."todo_item" without row level security: who may read it reads what its owner saw at the last refresh"#,
+            r#"  hint: `DROP MATERIALIZED VIEW "public"."all_items";` (a view WITH (security_invoker = true) reads through the policies)"#,
         ],
         "DROP MATERIALIZED VIEW all_items;",
     );
 }
 
 #[test]
-fn security_definer_functions_are_named_by_their_owner() {
+fn security_definer_functions_are_named_by_their_owner_by_check_too() {
     let fx = protected();
-    appears_and_goes(
+    appears_and_goes_in_check_too(
         &fx,
         "CREATE FUNCTION all_items() RETURNS SETOF todo_item SECURITY DEFINER LANGUAGE sql
            AS 'SELECT * FROM todo_item';
          ALTER FUNCTION all_items() OWNER TO tenants_admin;",
         &[
-            "function public.all_items(): is SECURITY DEFINER and owned by tenants_admin, the admin role, whose policy shows every tenant: its callers act as tenants_admin",
-            "  hint: ALTER FUNCTION public.all_items() SECURITY INVOKER; (or give it an owner subject to the policies)",
+            r#"warning: function "public"."all_items"(): is SECURITY DEFINER and owned by "tenants_admin", the admin role, whose policy shows every tenant: its callers act as "tenants_admin""#,
+            r#"  hint: `ALTER FUNCTION "public"."all_items"() SECURITY INVOKER;` (or give it an owner subject to the policies)"#,
         ],
         "DROP FUNCTION all_items();",
     );
-    appears_and_goes(
+    appears_and_goes_in_check_too(
         &fx,
         "CREATE FUNCTION count_all(int) RETURNS bigint SECURITY DEFINER LANGUAGE sql
            AS 'SELECT count(*) FROM todo_item';",
         &[
-            "function public.count_all(integer): is SECURITY DEFINER and owned by postgres, a superuser: its callers act as postgres",
-            "  hint: ALTER FUNCTION public.count_all(integer) SECURITY INVOKER; (or give it an owner subject to the policies)",
+            r#"warning: function "public"."count_all"(integer): is SECURITY DEFINER and owned by "postgres", a superuser: its callers act as "postgres""#,
+            r#"  hint: `ALTER FUNCTION "public"."count_all"(integer) SECURITY INVOKER;` (or give it an owner subject to the policies)"#,
         ],
         "DROP FUNCTION count_all(int);",
     );
@@ -194,67 +222,67 @@ fn security_definer_functions_are_named_by_their_owner() {
 }
 
 #[test]
-fn a_rule_on_a_marked_table_is_named() {
+fn a_rule_on_a_marked_table_is_named_by_check_too() {
     let fx = protected();
-    appears_and_goes(
+    appears_and_goes_in_check_too(
         &fx,
         "CREATE TABLE stolen (secret text);
          CREATE RULE steal AS ON INSERT TO todo_item DO ALSO INSERT INTO stolen SELECT name FROM todo_item;",
         &[
-            "rule steal on public.todo_item: runs its actions as postgres, the owner of public.todo_item, a superuser: row level security does not apply to them",
-            "  hint: DROP RULE steal ON public.todo_item; (a trigger runs as the caller, under the policies)",
+            r#"warning: rule "steal" on "public"."todo_item": runs its actions as "postgres", the owner of "public"."todo_item", a superuser: row level security does not apply to them"#,
+            r#"  hint: `DROP RULE "steal" ON "public"."todo_item";` (a trigger runs as the caller, under the policies)"#,
         ],
         "DROP RULE steal ON todo_item; DROP TABLE stolen;",
     );
 }
 
 #[test]
-fn a_trigger_running_a_definer_function_is_named() {
+fn a_trigger_running_a_definer_function_is_named_by_check_too() {
     let fx = protected();
-    appears_and_goes(
+    appears_and_goes_in_check_too(
         &fx,
         "CREATE FUNCTION copy_row() RETURNS trigger SECURITY DEFINER LANGUAGE plpgsql
            AS $$ BEGIN RETURN NEW; END $$;
          CREATE TRIGGER copy AFTER INSERT ON tag FOR EACH ROW EXECUTE FUNCTION copy_row();",
         &[
-            "function public.copy_row(): is SECURITY DEFINER and owned by postgres, a superuser: its callers act as postgres",
-            "  hint: ALTER FUNCTION public.copy_row() SECURITY INVOKER; (or give it an owner subject to the policies)",
-            "trigger copy on public.tag: runs public.copy_row(), SECURITY DEFINER and owned by postgres, a superuser: it sees and writes every tenant's rows",
-            "  hint: ALTER FUNCTION public.copy_row() SECURITY INVOKER; (a trigger then runs as the caller, under the policies)",
+            r#"warning: function "public"."copy_row"(): is SECURITY DEFINER and owned by "postgres", a superuser: its callers act as "postgres""#,
+            r#"  hint: `ALTER FUNCTION "public"."copy_row"() SECURITY INVOKER;` (or give it an owner subject to the policies)"#,
+            r#"warning: trigger "copy" on "public"."tag": runs "public"."copy_row"(), SECURITY DEFINER and owned by "postgres", a superuser: it sees and writes every tenant's rows"#,
+            r#"  hint: `ALTER FUNCTION "public"."copy_row"() SECURITY INVOKER;` (a trigger then runs as the caller, under the policies)"#,
         ],
         "DROP TRIGGER copy ON tag; DROP FUNCTION copy_row();",
     );
 }
 
 #[test]
-fn a_leakproof_function_is_named() {
+fn a_leakproof_function_is_named_by_check_too() {
     let fx = protected();
-    appears_and_goes(
+    appears_and_goes_in_check_too(
         &fx,
         "CREATE FUNCTION peek(text) RETURNS boolean LEAKPROOF IMMUTABLE LANGUAGE plpgsql
            AS $$ BEGIN RAISE NOTICE '%', $1; RETURN true; END $$;",
         &[
-            "function public.peek(text): is LEAKPROOF: the planner may run it on rows before row level security filters them, so what it reveals (errors, notices) comes from every tenant's rows",
-            "  hint: ALTER FUNCTION public.peek(text) NOT LEAKPROOF; (as a superuser)",
+            r#"warning: function "public"."peek"(text): is LEAKPROOF: the planner may run it on rows before row level security filters them, so what it reveals (errors, notices) comes from every tenant's rows"#,
+            r#"  hint: as a superuser: `ALTER FUNCTION "public"."peek"(text) NOT LEAKPROOF;`"#,
         ],
         "DROP FUNCTION peek(text);",
     );
 }
 
 #[test]
-fn truncate_and_trigger_granted_to_public_or_our_roles_are_named() {
+fn truncate_and_trigger_granted_to_public_or_our_roles_are_named_by_check_too() {
     let fx = protected();
-    appears_and_goes(
+    appears_and_goes_in_check_too(
         &fx,
         "GRANT TRUNCATE ON todo_item TO PUBLIC; GRANT TRIGGER ON tag TO tenants_user;
          GRANT REFERENCES ON tag TO tenants_admin;",
         &[
-            "table public.tag: REFERENCES is granted to tenants_admin: a foreign key to this table reveals other tenants' values",
-            "  hint: REVOKE REFERENCES ON public.tag FROM tenants_admin;",
-            "table public.tag: TRIGGER is granted to tenants_user: a trigger it creates runs in other tenants' statements, seeing their rows",
-            "  hint: REVOKE TRIGGER ON public.tag FROM tenants_user;",
-            "table public.todo_item: TRUNCATE is granted to PUBLIC: TRUNCATE ignores row level security",
-            "  hint: REVOKE TRUNCATE ON public.todo_item FROM PUBLIC;",
+            r#"warning: "public"."tag": REFERENCES is granted to "tenants_admin": a foreign key to this table reveals other tenants' values"#,
+            r#"  hint: `REVOKE REFERENCES ON "public"."tag" FROM "tenants_admin";`"#,
+            r#"warning: "public"."tag": TRIGGER is granted to "tenants_user": a trigger it creates runs in other tenants' statements, seeing their rows"#,
+            r#"  hint: `REVOKE TRIGGER ON "public"."tag" FROM "tenants_user";`"#,
+            r#"warning: "public"."todo_item": TRUNCATE is granted to PUBLIC: TRUNCATE ignores row level security"#,
+            r#"  hint: `REVOKE TRUNCATE ON "public"."todo_item" FROM PUBLIC;`"#,
         ],
         "REVOKE TRUNCATE ON todo_item FROM PUBLIC; REVOKE TRIGGER ON tag FROM tenants_user;
          REVOKE REFERENCES ON tag FROM tenants_admin;",
@@ -783,24 +811,30 @@ const FAMILIES: [(&str, &[&str]); 16] = [
     (
         "views",
         &[
-            "a_view_owned_by_a_role_escaping_the_policies_is_named",
+            "a_view_owned_by_a_role_escaping_the_policies_is_named_by_check_too",
             "views_with_security_invoker_or_an_owner_under_the_policies_are_not_named",
         ],
     ),
-    ("materialized views", &["a_materialized_view_is_named"]),
+    (
+        "materialized views",
+        &["a_materialized_view_is_named_by_check_too"],
+    ),
     (
         "security definer functions",
-        &["security_definer_functions_are_named_by_their_owner"],
+        &["security_definer_functions_are_named_by_their_owner_by_check_too"],
     ),
     (
         "triggers",
-        &["a_trigger_running_a_definer_function_is_named"],
+        &["a_trigger_running_a_definer_function_is_named_by_check_too"],
     ),
-    ("rules", &["a_rule_on_a_marked_table_is_named"]),
-    ("leakproof functions", &["a_leakproof_function_is_named"]),
+    ("rules", &["a_rule_on_a_marked_table_is_named_by_check_too"]),
+    (
+        "leakproof functions",
+        &["a_leakproof_function_is_named_by_check_too"],
+    ),
     (
         "grants",
-        &["truncate_and_trigger_granted_to_public_or_our_roles_are_named"],
+        &["truncate_and_trigger_granted_to_public_or_our_roles_are_named_by_check_too"],
     ),
     (
         "partitions and inheritance",

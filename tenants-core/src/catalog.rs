@@ -368,6 +368,330 @@ pub struct RelativeState {
     pub rls_enabled: bool,
 }
 
+/// Why a role is not subject to the FORCE'd policies of the marked tables: objects that run
+/// with its rights (a view, a definer function, a rule) see every tenant's rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Escape {
+    /// A superuser: never subject to row level security.
+    Superuser,
+    /// `BYPASSRLS`.
+    BypassRls,
+    /// The admin role, whose policy shows every tenant.
+    AdminRole,
+    /// The owner of a marked table without `FORCE ROW LEVEL SECURITY`.
+    OwnerWithoutForce,
+}
+
+impl Escape {
+    /// The reason, in a finding's words.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Escape::Superuser => "a superuser",
+            Escape::BypassRls => "BYPASSRLS",
+            Escape::AdminRole => "the admin role, whose policy shows every tenant",
+            Escape::OwnerWithoutForce => {
+                "the owner of a marked table without FORCE ROW LEVEL SECURITY"
+            }
+        }
+    }
+
+    fn from_code(code: &str) -> Self {
+        match code {
+            "superuser" => Escape::Superuser,
+            "bypassrls" => Escape::BypassRls,
+            "admin" => Escape::AdminRole,
+            _ => Escape::OwnerWithoutForce,
+        }
+    }
+}
+
+/// An object `generate` does not manage that reaches the marked tables' rows around their
+/// policies, as [`read`] finds it (one statement for every kind).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Loophole {
+    /// A view reading a marked table without `security_invoker`, owned by a role that
+    /// escapes the policies: row level security applies to the view's owner, not the caller.
+    View {
+        /// The view.
+        view: QualifiedName,
+        /// The marked table it reads.
+        marked: QualifiedName,
+        /// The view's owner.
+        owner: String,
+        /// Why the owner escapes the policies.
+        escape: Escape,
+    },
+    /// A materialized view reading a marked table: it stores rows without row level security.
+    MaterializedView {
+        /// The materialized view.
+        view: QualifiedName,
+        /// The marked table it reads.
+        marked: QualifiedName,
+    },
+    /// A `SECURITY DEFINER` function owned by a role that escapes the policies: its callers
+    /// act as that role.
+    DefinerFunction {
+        /// Its signature, ready for `ALTER FUNCTION` (`"public"."f"(integer)`).
+        function: String,
+        /// Its owner.
+        owner: String,
+        /// Why the owner escapes the policies.
+        escape: Escape,
+    },
+    /// A trigger on a marked table running such a function.
+    DefinerTrigger {
+        /// The trigger.
+        trigger: String,
+        /// The marked table it is on.
+        table: QualifiedName,
+        /// The function's signature.
+        function: String,
+        /// The function's owner.
+        owner: String,
+        /// Why the owner escapes the policies.
+        escape: Escape,
+    },
+    /// A rule on a marked table, or whose actions read one, on a table whose owner escapes
+    /// the policies: a rule's actions run with the rights of its table's owner.
+    Rule {
+        /// The rule.
+        rule: String,
+        /// The table it is on.
+        table: QualifiedName,
+        /// That table's owner.
+        owner: String,
+        /// Why the owner escapes the policies.
+        escape: Escape,
+    },
+    /// A `LEAKPROOF` function outside the system schemas: the planner may run it on rows
+    /// before the policies filter them.
+    LeakproofFunction {
+        /// Its signature.
+        function: String,
+    },
+    /// `TRUNCATE`, `REFERENCES` or `TRIGGER` granted to one of our roles (on any table), or
+    /// to `PUBLIC` on a marked table or one below it.
+    Grant {
+        /// The table.
+        table: QualifiedName,
+        /// The privilege.
+        privilege: String,
+        /// The grantee; `None` for `PUBLIC`.
+        grantee: Option<String>,
+    },
+}
+
+/// A row of the loophole statement: the columns each kind fills (`name` is the view, the
+/// function, the rule, the trigger or, for a grant, the table).
+#[derive(QueryableByName)]
+struct LoopholeRow {
+    #[diesel(sql_type = Text)]
+    kind: String,
+    #[diesel(sql_type = Text)]
+    schema: String,
+    #[diesel(sql_type = Text)]
+    name: String,
+    /// A function's identity arguments.
+    #[diesel(sql_type = Nullable<Text>)]
+    arguments: Option<String>,
+    /// The marked table read, or the table a rule or trigger is on.
+    #[diesel(sql_type = Nullable<Text>)]
+    table_schema: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    table_name: Option<String>,
+    /// A trigger's function.
+    #[diesel(sql_type = Nullable<Text>)]
+    function_schema: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    function_name: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    function_arguments: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    owner: Option<String>,
+    /// `superuser`, `bypassrls`, `admin` or `owner`.
+    #[diesel(sql_type = Nullable<Text>)]
+    escape: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    privilege: Option<String>,
+    /// `NULL` for `PUBLIC`.
+    #[diesel(sql_type = Nullable<Text>)]
+    grantee: Option<String>,
+}
+
+/// A function's signature as `ALTER FUNCTION` takes it.
+fn signature(schema: &str, name: &str, arguments: Option<&str>) -> String {
+    format!(
+        "{}({})",
+        QualifiedName::new(schema, name),
+        arguments.unwrap_or_default()
+    )
+}
+
+impl LoopholeRow {
+    fn into_loophole(self) -> Loophole {
+        let table = QualifiedName::new(
+            self.table_schema.unwrap_or_default(),
+            self.table_name.unwrap_or_default(),
+        );
+        let owner = self.owner.unwrap_or_default();
+        let escape = Escape::from_code(self.escape.as_deref().unwrap_or_default());
+        match self.kind.as_str() {
+            "view" => Loophole::View {
+                view: QualifiedName::new(self.schema, self.name),
+                marked: table,
+                owner,
+                escape,
+            },
+            "materialized view" => Loophole::MaterializedView {
+                view: QualifiedName::new(self.schema, self.name),
+                marked: table,
+            },
+            "definer function" => Loophole::DefinerFunction {
+                function: signature(&self.schema, &self.name, self.arguments.as_deref()),
+                owner,
+                escape,
+            },
+            "trigger" => Loophole::DefinerTrigger {
+                trigger: self.name,
+                table,
+                function: signature(
+                    self.function_schema.as_deref().unwrap_or_default(),
+                    self.function_name.as_deref().unwrap_or_default(),
+                    self.function_arguments.as_deref(),
+                ),
+                owner,
+                escape,
+            },
+            "rule" => Loophole::Rule {
+                rule: self.name,
+                table,
+                owner,
+                escape,
+            },
+            "leakproof function" => Loophole::LeakproofFunction {
+                function: signature(&self.schema, &self.name, self.arguments.as_deref()),
+            },
+            _ => Loophole::Grant {
+                table: QualifiedName::new(self.schema, self.name),
+                privilege: self.privilege.unwrap_or_default(),
+                grantee: self.grantee,
+            },
+        }
+    }
+}
+
+/// Every loophole around the marked tables' policies (`$1` schemas, `$2` names of the
+/// marked tables, `$3` our roles, tenant then admin), one kind after the other:
+/// - `marked`: the marked tables with their owner and FORCE flag;
+/// - `escaping`: the roles not subject to the FORCE'd policies: superusers, BYPASSRLS
+///   roles, the admin role (whose policy shows every tenant), and the owners of marked
+///   tables without FORCE;
+/// - `below`: the tables inheriting from a marked one (partitions included), at any depth;
+/// - `user_function`: the functions outside the system schemas and extensions.
+const LOOPHOLES: &str = r#"WITH RECURSIVE marked AS (
+   SELECT c.oid, t.schema, t.name, c.relowner, c.relforcerowsecurity AS forced
+   FROM unnest($1::text[], $2::text[]) AS t(schema, name)
+   JOIN pg_namespace n ON n.nspname = t.schema
+   JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = t.name),
+ escaping AS (
+   SELECT r.oid, r.rolname::text AS rolname,
+          CASE WHEN r.rolsuper THEN 'superuser' WHEN r.rolbypassrls THEN 'bypassrls'
+               WHEN r.rolname = ($3::text[])[2] THEN 'admin' ELSE 'owner' END AS escape
+   FROM pg_roles r
+   WHERE r.rolsuper OR r.rolbypassrls OR r.rolname = ($3::text[])[2]
+      OR r.oid IN (SELECT relowner FROM marked WHERE NOT forced)),
+ below(oid) AS (
+   SELECT i.inhrelid FROM pg_inherits i JOIN marked m ON m.oid = i.inhparent
+   UNION SELECT i.inhrelid FROM pg_inherits i JOIN below b ON b.oid = i.inhparent),
+ user_function AS (
+   SELECT p.oid, p.proowner, p.prosecdef, p.proleakproof, n.nspname::text AS schema,
+          p.proname::text AS name, pg_get_function_identity_arguments(p.oid) AS arguments
+   FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+   WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\_%'
+     AND NOT EXISTS (SELECT FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass
+                     AND d.objid = p.oid AND d.deptype = 'e')),
+ reading(rel, kind, marked_oid) AS (
+   SELECT DISTINCT v.oid, v.relkind, t.oid
+   FROM marked t
+   JOIN pg_depend d ON d.refclassid = 'pg_class'::regclass AND d.refobjid = t.oid
+        AND d.classid = 'pg_rewrite'::regclass
+   JOIN pg_rewrite r ON r.oid = d.objid
+   JOIN pg_class v ON v.oid = r.ev_class AND v.relkind IN ('v', 'm') AND v.oid <> t.oid),
+ found AS (
+   -- A view runs with its owner's rights unless security_invoker is set: only an owner
+   -- that escapes the policies leaks.
+   SELECT 1 AS rank, 'view' AS kind, vn.nspname::text AS schema, v.relname::text AS name,
+          NULL::text AS arguments, t.schema AS table_schema, t.name AS table_name,
+          NULL::text AS function_schema, NULL::text AS function_name, NULL::text AS function_arguments,
+          e.rolname AS owner, e.escape, NULL::text AS privilege, NULL::text AS grantee
+   FROM reading x
+   JOIN marked t ON t.oid = x.marked_oid
+   JOIN pg_class v ON v.oid = x.rel
+   JOIN pg_namespace vn ON vn.oid = v.relnamespace
+   JOIN escaping e ON e.oid = v.relowner
+   WHERE x.kind = 'v'
+     AND NOT EXISTS (SELECT FROM unnest(v.reloptions) o
+                     WHERE o ~* '^security_invoker=(t|tr|tru|true|y|ye|yes|on|1)$')
+   -- A materialized view stores rows; it has no row level security of its own.
+   UNION ALL
+   SELECT 2, 'materialized view', vn.nspname::text, v.relname::text, NULL, t.schema, t.name,
+          NULL, NULL, NULL, NULL, NULL, NULL, NULL
+   FROM reading x
+   JOIN marked t ON t.oid = x.marked_oid
+   JOIN pg_class v ON v.oid = x.rel
+   JOIN pg_namespace vn ON vn.oid = v.relnamespace
+   WHERE x.kind = 'm'
+   -- A SECURITY DEFINER function runs as its owner.
+   UNION ALL
+   SELECT 3, 'definer function', p.schema, p.name, p.arguments, NULL, NULL, NULL, NULL, NULL,
+          e.rolname, e.escape, NULL, NULL
+   FROM user_function p JOIN escaping e ON e.oid = p.proowner
+   WHERE p.prosecdef AND EXISTS (SELECT FROM marked)
+   -- A trigger runs its function as the user whose statement fired it, unless the
+   -- function is SECURITY DEFINER.
+   UNION ALL
+   SELECT 4, 'trigger', t.schema, g.tgname::text, NULL, t.schema, t.name, p.schema, p.name, p.arguments,
+          e.rolname, e.escape, NULL, NULL
+   FROM marked t
+   JOIN pg_trigger g ON g.tgrelid = t.oid AND NOT g.tgisinternal
+   JOIN user_function p ON p.oid = g.tgfoid AND p.prosecdef
+   JOIN escaping e ON e.oid = p.proowner
+   -- A rule's actions run with the rights of its table's owner.
+   UNION ALL
+   SELECT DISTINCT 5, 'rule', n.nspname::text, r.rulename::text, NULL, n.nspname::text, c.relname::text,
+          NULL, NULL, NULL, e.rolname, e.escape, NULL, NULL
+   FROM pg_rewrite r
+   JOIN pg_class c ON c.oid = r.ev_class
+   JOIN pg_namespace n ON n.oid = c.relnamespace
+   JOIN escaping e ON e.oid = c.relowner
+   WHERE r.rulename <> '_RETURN'
+     AND (r.ev_class IN (SELECT oid FROM marked)
+          OR EXISTS (SELECT FROM pg_depend d JOIN marked m ON m.oid = d.refobjid
+                     WHERE d.refclassid = 'pg_class'::regclass
+                       AND d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid))
+   -- The planner runs a LEAKPROOF function before the policies' quals.
+   UNION ALL
+   SELECT 6, 'leakproof function', p.schema, p.name, p.arguments, NULL, NULL, NULL, NULL, NULL,
+          NULL, NULL, NULL, NULL
+   FROM user_function p
+   WHERE p.proleakproof AND EXISTS (SELECT FROM marked)
+   -- TRUNCATE ignores row level security; REFERENCES lets a role probe values through
+   -- foreign keys; TRIGGER lets a role run code in other tenants' statements.
+   UNION ALL
+   SELECT DISTINCT 7, 'grant', n.nspname::text, c.relname::text, NULL, NULL, NULL, NULL, NULL, NULL,
+          NULL, NULL, a.privilege_type, g.rolname::text
+   FROM pg_class c
+   JOIN pg_namespace n ON n.oid = c.relnamespace
+   CROSS JOIN LATERAL aclexplode(c.relacl) a
+   LEFT JOIN pg_roles g ON g.oid = a.grantee
+   WHERE c.relkind IN ('r', 'p') AND a.privilege_type IN ('TRUNCATE', 'REFERENCES', 'TRIGGER')
+     AND (g.rolname = ANY($3::text[])
+          OR (a.grantee = 0 AND (c.oid IN (SELECT oid FROM marked) OR c.oid IN (SELECT oid FROM below)))))
+ SELECT kind, schema, name, arguments, table_schema, table_name, function_schema, function_name,
+        function_arguments, owner, escape, privilege, grantee
+ FROM found
+ ORDER BY rank, schema, name, arguments, table_schema, table_name, privilege, grantee NULLS FIRST"#;
+
 /// A foreign key between marked tables that does not pair their tenant columns, as read.
 #[derive(Debug, Clone, PartialEq, Eq, QueryableByName)]
 struct CrossTenantKeyRow {
@@ -569,6 +893,10 @@ pub struct Catalog {
     /// Unmarked partitions, inheritance children and parents of marked tables without
     /// row level security or FORCE.
     pub relatives: Vec<RelativeState>,
+    /// Objects that reach the marked tables' rows around their policies: views and
+    /// materialized views, definer functions, triggers and rules, leakproof functions,
+    /// grants of `TRUNCATE`, `REFERENCES` and `TRIGGER`.
+    pub loopholes: Vec<Loophole>,
     /// Direct grants on the marked tables.
     pub table_privileges: Vec<Privilege>,
     /// Sequences owned by the marked tables.
@@ -664,7 +992,7 @@ pub async fn citus_version(
 /// Reads the catalog for the marked `tables` and the `shared` ones with `config`'s names,
 /// checking the membership of each of `members` in the roles its [`Purpose`] needs (the
 /// connecting role for [`Config::purpose`] when empty): a fixed number of statements
-/// (fifteen reads and a rolled-back probe transaction of two, and
+/// (sixteen reads and a rolled-back probe transaction of two, and
 /// one read of Citus's metadata on a database with Citus) whatever the number of tables.
 #[cfg(feature = "async")]
 #[cfg_attr(docsrs, doc(cfg(feature = "async")))]
@@ -914,6 +1242,16 @@ async fn read_on(
     .load::<RelativeState>(conn)
     .await?;
 
+    let loopholes = statement(LOOPHOLES)
+        .bind::<Array<Text>, _>(&schemas)
+        .bind::<Array<Text>, _>(&names)
+        .bind::<Array<Text>, _>(&our_roles[..])
+        .load::<LoopholeRow>(conn)
+        .await?
+        .into_iter()
+        .map(LoopholeRow::into_loophole)
+        .collect();
+
     let cross_tenant_keys = statement(
         "WITH marked AS (
            SELECT c.oid, t.col, a.attnum AS tenant_attnum
@@ -1041,6 +1379,7 @@ async fn read_on(
         unmarked,
         cross_tenant_keys,
         relatives,
+        loopholes,
         table_privileges,
         sequences,
         sequence_privileges,

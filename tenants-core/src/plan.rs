@@ -405,7 +405,8 @@ fn table_changes(
             | Finding::NotDistributedByTenant { .. }
             | Finding::NotColocated { .. }
             | Finding::SharedNotReference { .. }
-            | Finding::UnmarkedTable { .. } => {}
+            | Finding::UnmarkedTable { .. }
+            | Finding::Loophole(..) => {}
             // Warnings: `tenants generate --tenant-keys` writes their migration on request.
             Finding::CrossTenantReference(..) => {}
         }

@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 
-use crate::catalog::{self, Catalog, Distribution, MarkedTable, PolicyDef, ProbeKey};
+use crate::catalog::{self, Catalog, Distribution, Loophole, MarkedTable, PolicyDef, ProbeKey};
 use crate::config::Config;
 use crate::policy::{SEQUENCE_PRIVILEGES, TABLE_PRIVILEGES};
 use crate::registry::{RlsTable, SharedTable, TenantSqlType};
@@ -230,6 +230,12 @@ pub enum Finding {
         /// Whether it has row level security at all (else only FORCE is missing).
         rls_enabled: bool,
     },
+    /// An object `generate` does not manage that reaches a marked table's rows around its
+    /// policies: a view or a definer function, trigger or rule running as a role that
+    /// escapes them, a materialized view, a leakproof function, or `TRUNCATE`,
+    /// `REFERENCES` or `TRIGGER` granted to our roles or `PUBLIC`. A warning: no migration
+    /// of ours decides about someone else's object (`tenants audit` fails on it).
+    Loophole(Loophole),
     /// A table declared `#[shared]` does not exist.
     SharedTableMissing {
         /// The table.
@@ -432,6 +438,7 @@ impl Finding {
             Finding::UnprotectedRelative { table, .. } => format!(
                 "mark it #[with_rls] and run `tenants generate` (row level security, FORCE and the policies), or at least `ALTER TABLE {table} ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY;` (nobody then reads it directly)"
             ),
+            Finding::Loophole(loophole) => loophole_hint(loophole),
             Finding::SharedTableMissing { .. } => {
                 "create the table first (`diesel migration run`), or remove its #[shared] mark".to_string()
             }
@@ -497,7 +504,8 @@ impl Finding {
             | Finding::NotColocated { .. }
             | Finding::SharedNotReference { .. }
             | Finding::CrossTenantReference(..)
-            | Finding::UnmarkedTable { .. } => Severity::Warning,
+            | Finding::UnmarkedTable { .. }
+            | Finding::Loophole(..) => Severity::Warning,
             _ => Severity::Error,
         }
     }
@@ -682,6 +690,7 @@ impl fmt::Display for Finding {
                     "{table}: {kind} of marked table {marked} {is} {lacks}: {why}"
                 )
             }
+            Finding::Loophole(loophole) => write_loophole(f, loophole),
             Finding::SharedTableMissing { table } => {
                 write!(f, "{table}: shared table does not exist")
             }
@@ -735,6 +744,114 @@ impl fmt::Display for Finding {
                 "warning: {table}: shared table is {}, not a reference table",
                 describe_distribution(actual)
             ),
+        }
+    }
+}
+
+/// What mends a loophole: the statement that closes it.
+fn loophole_hint(loophole: &Loophole) -> String {
+    use crate::tenant::quote_ident;
+    match loophole {
+        Loophole::View { view, .. } => format!(
+            "`ALTER VIEW {view} SET (security_invoker = true);` (or give it an owner subject to the policies)"
+        ),
+        Loophole::MaterializedView { view, .. } => format!(
+            "`DROP MATERIALIZED VIEW {view};` (a view WITH (security_invoker = true) reads through the policies)"
+        ),
+        Loophole::DefinerFunction { function, .. } => format!(
+            "`ALTER FUNCTION {function} SECURITY INVOKER;` (or give it an owner subject to the policies)"
+        ),
+        Loophole::DefinerTrigger { function, .. } => format!(
+            "`ALTER FUNCTION {function} SECURITY INVOKER;` (a trigger then runs as the caller, under the policies)"
+        ),
+        Loophole::Rule { rule, table, .. } => format!(
+            "`DROP RULE {} ON {table};` (a trigger runs as the caller, under the policies)",
+            quote_ident(rule)
+        ),
+        Loophole::LeakproofFunction { function } => {
+            format!("as a superuser: `ALTER FUNCTION {function} NOT LEAKPROOF;`")
+        }
+        Loophole::Grant {
+            table,
+            privilege,
+            grantee,
+        } => format!(
+            "`REVOKE {privilege} ON {table} FROM {};`",
+            grantee.as_deref().map_or("PUBLIC".to_string(), quote_ident)
+        ),
+    }
+}
+
+/// A loophole, in a finding's words.
+fn write_loophole(f: &mut fmt::Formatter<'_>, loophole: &Loophole) -> fmt::Result {
+    match loophole {
+        Loophole::View {
+            view,
+            marked,
+            owner,
+            escape,
+        } => write!(
+            f,
+            "warning: view {view}: reads marked table {marked} as its owner \"{owner}\", {}: row level security applies to the owner, not the caller",
+            escape.describe()
+        ),
+        Loophole::MaterializedView { view, marked } => write!(
+            f,
+            "warning: materialized view {view}: stores rows of marked table {marked} without row level security: who may read it reads what its owner saw at the last refresh"
+        ),
+        Loophole::DefinerFunction {
+            function,
+            owner,
+            escape,
+        } => write!(
+            f,
+            "warning: function {function}: is SECURITY DEFINER and owned by \"{owner}\", {}: its callers act as \"{owner}\"",
+            escape.describe()
+        ),
+        Loophole::DefinerTrigger {
+            trigger,
+            table,
+            function,
+            owner,
+            escape,
+        } => write!(
+            f,
+            "warning: trigger \"{trigger}\" on {table}: runs {function}, SECURITY DEFINER and owned by \"{owner}\", {}: it sees and writes every tenant's rows",
+            escape.describe()
+        ),
+        Loophole::Rule {
+            rule,
+            table,
+            owner,
+            escape,
+        } => write!(
+            f,
+            "warning: rule \"{rule}\" on {table}: runs its actions as \"{owner}\", the owner of {table}, {}: row level security does not apply to them",
+            escape.describe()
+        ),
+        Loophole::LeakproofFunction { function } => write!(
+            f,
+            "warning: function {function}: is LEAKPROOF: the planner may run it on rows before row level security filters them, so what it reveals (errors, notices) comes from every tenant's rows"
+        ),
+        Loophole::Grant {
+            table,
+            privilege,
+            grantee,
+        } => {
+            let why = match privilege.as_str() {
+                "TRUNCATE" => "TRUNCATE ignores row level security",
+                "TRIGGER" => {
+                    "a trigger it creates runs in other tenants' statements, seeing their rows"
+                }
+                _ => "a foreign key to this table reveals other tenants' values",
+            };
+            let grantee = grantee
+                .as_ref()
+                .map_or("PUBLIC".to_string(), |g| format!("\"{g}\""));
+            write!(
+                f,
+                "warning: {table}: {privilege} is granted to {grantee}: {why}"
+            )
         }
     }
 }
@@ -822,8 +939,8 @@ pub fn linked_tables() -> (Vec<MarkedTable>, Vec<QualifiedName>) {
 ///
 /// Findings come in a fixed order: no table marked, roles (their bypass, then their login
 /// ability), memberships (missing, then inherited), schema usage, then per table (sorted) its existence, column, RLS
-/// flags, policies and grants, then tables carrying our policies without being marked, the
-/// shared tables, then on a Citus coordinator the propagation setting, the distribution and
+/// flags, policies and grants, then tables carrying our policies without being marked,
+/// unprotected relatives, cross-tenant keys, unmarked tables, loopholes, the shared tables, then on a Citus coordinator the propagation setting, the distribution and
 /// co-location of the marked tables and the shared tables' distribution, then the login
 /// role's bypass.
 pub fn compare(config: &Config, tables: &[MarkedTable], catalog: &Catalog) -> VerifyReport {
@@ -1129,6 +1246,8 @@ pub fn compare(config: &Config, tables: &[MarkedTable], catalog: &Catalog) -> Ve
                 granted_to: t.granted_to.clone(),
             }),
     );
+
+    findings.extend(catalog.loopholes.iter().cloned().map(Finding::Loophole));
 
     for shared in &catalog.shared {
         let table = QualifiedName::new(&shared.schema, &shared.name);

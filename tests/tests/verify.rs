@@ -2,6 +2,7 @@
 
 use diesel::connection::SimpleConnection;
 use diesel_async::{AsyncConnection, AsyncPgConnection};
+use tenants_core::catalog::{Escape, Loophole};
 use tenants_core::policy::QualifiedName;
 use tenants_core::registry::{self, RlsTable, TenantSqlType};
 use tenants_core::verify::{self, Bypass, Finding};
@@ -798,4 +799,200 @@ async fn a_nondeterministic_tenant_collation() {
         ]
     );
     assert_eq!(found[0].severity(), verify::Severity::Error);
+}
+
+/// Each loophole around the policies that `generate` does not manage (a view or a definer
+/// function, trigger or rule running as a role that escapes the policies, a materialized
+/// view, a leakproof function, a risky grant) is a warning of `verify()`: reported with the
+/// object, gone with it; one under the policies (a `security_invoker` view, a definer
+/// function owned by the tenant role) is not reported at all.
+#[tokio::test]
+async fn loopholes_around_the_policies_are_warnings() {
+    let (db, mut conn) = items_text_under_contract();
+    let config = Config::default();
+    let superuser = || ("postgres".to_string(), Escape::Superuser);
+    let cases: Vec<(&str, Vec<Loophole>, &str)> = vec![
+        (
+            "CREATE VIEW open_view AS SELECT * FROM items_text",
+            vec![Loophole::View {
+                view: QualifiedName::new("public", "open_view"),
+                marked: table(),
+                owner: superuser().0,
+                escape: superuser().1,
+            }],
+            "DROP VIEW open_view",
+        ),
+        (
+            "CREATE VIEW admin_view AS SELECT * FROM items_text; ALTER VIEW admin_view OWNER TO tenants_admin",
+            vec![Loophole::View {
+                view: QualifiedName::new("public", "admin_view"),
+                marked: table(),
+                owner: "tenants_admin".into(),
+                escape: Escape::AdminRole,
+            }],
+            "DROP VIEW admin_view",
+        ),
+        (
+            "CREATE MATERIALIZED VIEW all_items AS SELECT * FROM items_text",
+            vec![Loophole::MaterializedView {
+                view: QualifiedName::new("public", "all_items"),
+                marked: table(),
+            }],
+            "DROP MATERIALIZED VIEW all_items",
+        ),
+        (
+            "CREATE FUNCTION count_all(int) RETURNS bigint SECURITY DEFINER LANGUAGE sql
+               AS 'SELECT count(*) FROM items_text'",
+            vec![Loophole::DefinerFunction {
+                function: r#""public"."count_all"(integer)"#.into(),
+                owner: superuser().0,
+                escape: superuser().1,
+            }],
+            "DROP FUNCTION count_all(int)",
+        ),
+        (
+            "CREATE FUNCTION copy_row() RETURNS trigger SECURITY DEFINER LANGUAGE plpgsql
+               AS $$ BEGIN RETURN NEW; END $$;
+             CREATE TRIGGER copy AFTER INSERT ON items_text FOR EACH ROW EXECUTE FUNCTION copy_row()",
+            vec![
+                Loophole::DefinerFunction {
+                    function: r#""public"."copy_row"()"#.into(),
+                    owner: superuser().0,
+                    escape: superuser().1,
+                },
+                Loophole::DefinerTrigger {
+                    trigger: "copy".into(),
+                    table: table(),
+                    function: r#""public"."copy_row"()"#.into(),
+                    owner: superuser().0,
+                    escape: superuser().1,
+                },
+            ],
+            "DROP TRIGGER copy ON items_text; DROP FUNCTION copy_row()",
+        ),
+        (
+            "CREATE TABLE stolen (secret text);
+             CREATE RULE steal AS ON INSERT TO items_text DO ALSO INSERT INTO stolen SELECT name FROM items_text",
+            vec![Loophole::Rule {
+                rule: "steal".into(),
+                table: table(),
+                owner: superuser().0,
+                escape: superuser().1,
+            }],
+            "DROP RULE steal ON items_text; DROP TABLE stolen",
+        ),
+        (
+            "CREATE FUNCTION peek(text) RETURNS boolean LEAKPROOF IMMUTABLE LANGUAGE sql AS 'SELECT true'",
+            vec![Loophole::LeakproofFunction {
+                function: r#""public"."peek"(text)"#.into(),
+            }],
+            "DROP FUNCTION peek(text)",
+        ),
+        (
+            "GRANT TRUNCATE ON items_text TO PUBLIC; GRANT REFERENCES ON items_text TO tenants_user",
+            vec![
+                Loophole::Grant {
+                    table: table(),
+                    privilege: "REFERENCES".into(),
+                    grantee: Some("tenants_user".into()),
+                },
+                Loophole::Grant {
+                    table: table(),
+                    privilege: "TRUNCATE".into(),
+                    grantee: None,
+                },
+            ],
+            "REVOKE TRUNCATE ON items_text FROM PUBLIC; REVOKE REFERENCES ON items_text FROM tenants_user",
+        ),
+    ];
+    for (create, loopholes, remove) in cases {
+        conn.batch_execute(create).expect(create);
+        let found = findings(&db.url(), &config, &[TABLE]).await;
+        let mut expected: Vec<Finding> = loopholes.into_iter().map(Finding::Loophole).collect();
+        assert!(
+            expected
+                .iter()
+                .all(|f| f.severity() == verify::Severity::Warning)
+        );
+        expected.push(superuser_warning());
+        assert_eq!(found, expected, "{create}");
+        conn.batch_execute(remove).expect(remove);
+        assert_eq!(
+            findings(&db.url(), &config, &[TABLE]).await,
+            [superuser_warning()],
+            "{remove}"
+        );
+    }
+    conn.batch_execute(
+        "CREATE VIEW invoker_view WITH (security_invoker = on) AS SELECT * FROM items_text;
+         CREATE FUNCTION mine() RETURNS bigint SECURITY DEFINER LANGUAGE sql AS 'SELECT count(*) FROM items_text';
+         ALTER FUNCTION mine() OWNER TO tenants_user;",
+    )
+    .expect("objects under the policies");
+    assert_eq!(
+        findings(&db.url(), &config, &[TABLE]).await,
+        [superuser_warning()]
+    );
+}
+
+/// A pool's `verify()` passes with a loophole (a warning) and emits it as a WARN event, with
+/// its fix.
+#[tokio::test]
+async fn pool_verify_passes_with_a_loophole_and_warns() {
+    let db = TestDb::new();
+    let mut conn = db.connect();
+    let config = Config::default();
+    for table in registry::tables() {
+        create_marked_table(
+            &mut conn,
+            &config,
+            Login::Superuser,
+            table.name,
+            table.sql_type.pg_name(),
+            table.sql_type,
+        );
+    }
+    conn.batch_execute("CREATE VIEW open_view AS SELECT * FROM items_text")
+        .expect("view");
+    let allowed = Config::default().with_bypassing_login(true);
+    let pool = pool_kind::connect(PoolKind::Async, &db.url(), allowed, 1).await;
+    let capture = Capture::new();
+    let guard = capture.install();
+    let report = pool.verify().await.expect("a warning does not fail verify");
+    drop(guard);
+    let view = Finding::Loophole(Loophole::View {
+        view: QualifiedName::new("public", "open_view"),
+        marked: table(),
+        owner: "postgres".into(),
+        escape: Escape::Superuser,
+    });
+    assert_eq!(
+        report.findings,
+        [
+            view.clone(),
+            Finding::LoginBypassesRls {
+                login: "postgres".into(),
+                bypass: Bypass::Superuser,
+                allowed: true,
+            }
+        ]
+    );
+    let warned: Vec<(String, String)> = capture
+        .events()
+        .into_iter()
+        .filter(|e| e.level == tracing::Level::WARN && e.target == "tenants_core::verify")
+        .filter_map(|e| {
+            Some((
+                e.fields.get("message")?.clone(),
+                e.fields.get("hint")?.clone(),
+            ))
+        })
+        .collect();
+    assert_eq!(warned[0], (view.to_string(), view.hint()));
+    conn.batch_execute("DROP VIEW open_view").expect("drop");
+    assert_eq!(
+        pool.verify().await.expect("verify").findings.len(),
+        1,
+        "only the allowed login's warning is left"
+    );
 }
