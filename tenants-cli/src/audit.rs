@@ -38,8 +38,9 @@ impl fmt::Display for Weakness {
 /// What every check starts from (`$1` schemas, `$2` names, `$3` tenant columns of the
 /// marked tables, `$4` our roles, tenant then admin, `$5` the serving login): `marked`, the
 /// marked tables with their oid and owner. The loopholes around the policies (views,
-/// definer functions, triggers, rules, leakproof functions, risky grants) are the catalog's
-/// (`tenants_core::catalog::Loophole`), reported by `check` and `verify()` too.
+/// definer functions, triggers, rules, leakproof functions, risky grants, existence
+/// oracles) are the catalog's (`tenants_core::catalog::Loophole`), reported by `check` and
+/// `verify()` too.
 const CONTEXT: &str = r#"WITH marked AS (
    SELECT c.oid, t.schema, t.name, t.col, c.relowner
    FROM unnest($1::text[], $2::text[], $3::text[]) AS t(schema, name, col)
@@ -49,41 +50,7 @@ const CONTEXT: &str = r#"WITH marked AS (
 
 /// Each check is one query over all marked tables at once, returning `subject, problem,
 /// hint` rows.
-const CHECKS: [&str; 3] = [
-    // A unique key checked across tenants answers questions about other tenants' rows.
-    // Keys made only of generated columns (serial, identity, random uuid) reveal nothing.
-    r#"SELECT format('%s %I on %I.%I',
-                   CASE WHEN x.indisprimary THEN 'primary key' WHEN k.oid IS NOT NULL THEN 'unique constraint'
-                        ELSE 'unique index' END, ic.relname, t.schema, t.name) AS subject,
-            format('does not include the tenant column %I: a conflict reveals whether another tenant''s row holds a value', t.col) AS problem,
-            CASE WHEN k.oid IS NOT NULL
-                 THEN format('ALTER TABLE %I.%I DROP CONSTRAINT %I, ADD CONSTRAINT %I %s;', t.schema, t.name, k.conname, k.conname,
-                             regexp_replace(pg_get_constraintdef(k.oid), '^(UNIQUE|PRIMARY KEY) \(', '\1 (' || quote_ident(t.col) || ', '))
-                 ELSE format('DROP INDEX %I.%I; %s;', t.schema, ic.relname,
-                             regexp_replace(pg_get_indexdef(x.indexrelid), ' USING (\w+) \(', ' USING \1 (' || quote_ident(t.col) || ', '))
-            END AS hint
-     FROM marked t
-     JOIN pg_index x ON x.indrelid = t.oid AND x.indisunique
-     JOIN pg_class ic ON ic.oid = x.indexrelid
-     LEFT JOIN pg_constraint k ON k.conindid = x.indexrelid AND k.conrelid = t.oid AND k.contype IN ('u', 'p')
-     JOIN pg_attribute a ON a.attrelid = t.oid AND a.attname = t.col
-     WHERE NOT a.attnum = ANY(x.indkey::int2[])
-       AND NOT (x.indexprs IS NULL AND NOT EXISTS (
-             SELECT FROM unnest(x.indkey::int2[]) AS u(attnum)
-             JOIN pg_attribute ka ON ka.attrelid = t.oid AND ka.attnum = u.attnum
-             LEFT JOIN pg_attrdef ad ON ad.adrelid = t.oid AND ad.adnum = u.attnum
-             WHERE ka.attidentity = ''
-               AND COALESCE(pg_get_expr(ad.adbin, ad.adrelid) !~ '^(nextval|gen_random_uuid|uuid_generate_v4)\(', true)))"#,
-    // An exclusion constraint is a unique key by another name.
-    r#"SELECT format('exclusion constraint %I on %I.%I', k.conname, t.schema, t.name) AS subject,
-            format('does not include the tenant column %I: a conflict reveals another tenant''s rows', t.col) AS problem,
-            format('ALTER TABLE %I.%I DROP CONSTRAINT %I, ADD CONSTRAINT %I %s; (gist needs the btree_gist extension for the tenant column)',
-                   t.schema, t.name, k.conname, k.conname,
-                   regexp_replace(pg_get_constraintdef(k.oid), '^EXCLUDE USING (\w+) \(', 'EXCLUDE USING \1 (' || quote_ident(t.col) || ' WITH =, ')) AS hint
-     FROM marked t
-     JOIN pg_constraint k ON k.conrelid = t.oid AND k.contype = 'x'
-     JOIN pg_attribute a ON a.attrelid = t.oid AND a.attname = t.col
-     WHERE NOT a.attnum = ANY(k.conkey)"#,
+const CHECKS: [&str; 1] = [
     // Our roles themselves: one that can log in is a way around the application (Citus
     // mode needs it; then only the cluster's nodes may, by pg_hba.conf).
     r#"SELECT format('role %I', r.rolname) AS subject,

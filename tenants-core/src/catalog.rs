@@ -406,7 +406,8 @@ impl Escape {
 }
 
 /// An object `generate` does not manage that reaches the marked tables' rows around their
-/// policies, as [`read`] finds it (one statement for every kind).
+/// policies, or answers questions about them, as [`read`] finds it (one statement for
+/// every kind).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Loophole {
     /// A view reading a marked table without `security_invoker`, owned by a role that
@@ -469,6 +470,22 @@ pub enum Loophole {
         /// Its signature.
         function: String,
     },
+    /// A unique key (constraint, index, also on expressions, or a primary key not made of
+    /// generated columns only) or an exclusion constraint of a marked table without its
+    /// tenant column: a conflict reveals whether another tenant's row holds a value.
+    ExistenceOracle {
+        /// `primary key`, `unique constraint`, `unique index` or `exclusion constraint`.
+        kind: String,
+        /// The constraint or index.
+        name: String,
+        /// The marked table.
+        table: QualifiedName,
+        /// Its tenant column.
+        tenant_column: String,
+        /// The statements that rebuild it with the tenant column first, from the server's
+        /// own definition.
+        fix: String,
+    },
     /// `TRUNCATE`, `REFERENCES` or `TRIGGER` granted to one of our roles (on any table), or
     /// to `PUBLIC` on a marked table or one below it.
     Grant {
@@ -516,6 +533,14 @@ struct LoopholeRow {
     /// `NULL` for `PUBLIC`.
     #[diesel(sql_type = Nullable<Text>)]
     grantee: Option<String>,
+    /// An existence oracle's kind of key and tenant column.
+    #[diesel(sql_type = Nullable<Text>)]
+    key_kind: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    tenant_column: Option<String>,
+    /// An existence oracle's fix.
+    #[diesel(sql_type = Nullable<Text>)]
+    fix: Option<String>,
 }
 
 /// A function's signature as `ALTER FUNCTION` takes it.
@@ -568,6 +593,13 @@ impl LoopholeRow {
                 owner,
                 escape,
             },
+            "existence oracle" => Loophole::ExistenceOracle {
+                kind: self.key_kind.unwrap_or_default(),
+                name: self.name,
+                table,
+                tenant_column: self.tenant_column.unwrap_or_default(),
+                fix: self.fix.unwrap_or_default(),
+            },
             "leakproof function" => Loophole::LeakproofFunction {
                 function: signature(&self.schema, &self.name, self.arguments.as_deref()),
             },
@@ -580,17 +612,18 @@ impl LoopholeRow {
     }
 }
 
-/// Every loophole around the marked tables' policies (`$1` schemas, `$2` names of the
-/// marked tables, `$3` our roles, tenant then admin), one kind after the other:
-/// - `marked`: the marked tables with their owner and FORCE flag;
+/// Every loophole around the marked tables' policies (`$1` schemas, `$2` names, `$4` tenant
+/// columns of the marked tables, `$3` our roles, tenant then admin), one kind after the
+/// other:
+/// - `marked`: the marked tables with their tenant column, owner and FORCE flag;
 /// - `escaping`: the roles not subject to the FORCE'd policies: superusers, BYPASSRLS
 ///   roles, the admin role (whose policy shows every tenant), and the owners of marked
 ///   tables without FORCE;
 /// - `below`: the tables inheriting from a marked one (partitions included), at any depth;
 /// - `user_function`: the functions outside the system schemas and extensions.
 const LOOPHOLES: &str = r#"WITH RECURSIVE marked AS (
-   SELECT c.oid, t.schema, t.name, c.relowner, c.relforcerowsecurity AS forced
-   FROM unnest($1::text[], $2::text[]) AS t(schema, name)
+   SELECT c.oid, t.schema, t.name, t.col, c.relowner, c.relforcerowsecurity AS forced
+   FROM unnest($1::text[], $2::text[], $4::text[]) AS t(schema, name, col)
    JOIN pg_namespace n ON n.nspname = t.schema
    JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = t.name),
  escaping AS (
@@ -623,7 +656,8 @@ const LOOPHOLES: &str = r#"WITH RECURSIVE marked AS (
    SELECT 1 AS rank, 'view' AS kind, vn.nspname::text AS schema, v.relname::text AS name,
           NULL::text AS arguments, t.schema AS table_schema, t.name AS table_name,
           NULL::text AS function_schema, NULL::text AS function_name, NULL::text AS function_arguments,
-          e.rolname AS owner, e.escape, NULL::text AS privilege, NULL::text AS grantee
+          e.rolname AS owner, e.escape, NULL::text AS privilege, NULL::text AS grantee,
+          NULL::text AS key_kind, NULL::text AS tenant_column, NULL::text AS fix
    FROM reading x
    JOIN marked t ON t.oid = x.marked_oid
    JOIN pg_class v ON v.oid = x.rel
@@ -635,7 +669,7 @@ const LOOPHOLES: &str = r#"WITH RECURSIVE marked AS (
    -- A materialized view stores rows; it has no row level security of its own.
    UNION ALL
    SELECT 2, 'materialized view', vn.nspname::text, v.relname::text, NULL, t.schema, t.name,
-          NULL, NULL, NULL, NULL, NULL, NULL, NULL
+          NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
    FROM reading x
    JOIN marked t ON t.oid = x.marked_oid
    JOIN pg_class v ON v.oid = x.rel
@@ -644,14 +678,14 @@ const LOOPHOLES: &str = r#"WITH RECURSIVE marked AS (
    -- A SECURITY DEFINER function runs as its owner.
    UNION ALL
    SELECT 3, 'definer function', p.schema, p.name, p.arguments, NULL, NULL, NULL, NULL, NULL,
-          e.rolname, e.escape, NULL, NULL
+          e.rolname, e.escape, NULL, NULL, NULL, NULL, NULL
    FROM user_function p JOIN escaping e ON e.oid = p.proowner
    WHERE p.prosecdef AND EXISTS (SELECT FROM marked)
    -- A trigger runs its function as the user whose statement fired it, unless the
    -- function is SECURITY DEFINER.
    UNION ALL
    SELECT 4, 'trigger', t.schema, g.tgname::text, NULL, t.schema, t.name, p.schema, p.name, p.arguments,
-          e.rolname, e.escape, NULL, NULL
+          e.rolname, e.escape, NULL, NULL, NULL, NULL, NULL
    FROM marked t
    JOIN pg_trigger g ON g.tgrelid = t.oid AND NOT g.tgisinternal
    JOIN user_function p ON p.oid = g.tgfoid AND p.prosecdef
@@ -659,7 +693,7 @@ const LOOPHOLES: &str = r#"WITH RECURSIVE marked AS (
    -- A rule's actions run with the rights of its table's owner.
    UNION ALL
    SELECT DISTINCT 5, 'rule', n.nspname::text, r.rulename::text, NULL, n.nspname::text, c.relname::text,
-          NULL, NULL, NULL, e.rolname, e.escape, NULL, NULL
+          NULL, NULL, NULL, e.rolname, e.escape, NULL, NULL, NULL, NULL, NULL
    FROM pg_rewrite r
    JOIN pg_class c ON c.oid = r.ev_class
    JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -672,23 +706,59 @@ const LOOPHOLES: &str = r#"WITH RECURSIVE marked AS (
    -- The planner runs a LEAKPROOF function before the policies' quals.
    UNION ALL
    SELECT 6, 'leakproof function', p.schema, p.name, p.arguments, NULL, NULL, NULL, NULL, NULL,
-          NULL, NULL, NULL, NULL
+          NULL, NULL, NULL, NULL, NULL, NULL, NULL
    FROM user_function p
    WHERE p.proleakproof AND EXISTS (SELECT FROM marked)
    -- TRUNCATE ignores row level security; REFERENCES lets a role probe values through
    -- foreign keys; TRIGGER lets a role run code in other tenants' statements.
    UNION ALL
    SELECT DISTINCT 7, 'grant', n.nspname::text, c.relname::text, NULL, NULL, NULL, NULL, NULL, NULL,
-          NULL, NULL, a.privilege_type, g.rolname::text
+          NULL, NULL, a.privilege_type, g.rolname::text, NULL, NULL, NULL
    FROM pg_class c
    JOIN pg_namespace n ON n.oid = c.relnamespace
    CROSS JOIN LATERAL aclexplode(c.relacl) a
    LEFT JOIN pg_roles g ON g.oid = a.grantee
    WHERE c.relkind IN ('r', 'p') AND a.privilege_type IN ('TRUNCATE', 'REFERENCES', 'TRIGGER')
      AND (g.rolname = ANY($3::text[])
-          OR (a.grantee = 0 AND (c.oid IN (SELECT oid FROM marked) OR c.oid IN (SELECT oid FROM below)))))
+          OR (a.grantee = 0 AND (c.oid IN (SELECT oid FROM marked) OR c.oid IN (SELECT oid FROM below))))
+   -- A unique key checked across tenants answers questions about other tenants' rows.
+   -- Keys made only of generated columns (serial, identity, random uuid) reveal nothing.
+   UNION ALL
+   SELECT 8, 'existence oracle', t.schema, ic.relname::text, NULL, t.schema, t.name, NULL, NULL, NULL,
+          NULL, NULL, NULL, NULL,
+          CASE WHEN x.indisprimary THEN 'primary key' WHEN k.oid IS NOT NULL THEN 'unique constraint'
+               ELSE 'unique index' END,
+          t.col,
+          CASE WHEN k.oid IS NOT NULL
+               THEN format('ALTER TABLE %I.%I DROP CONSTRAINT %I, ADD CONSTRAINT %I %s;', t.schema, t.name, k.conname, k.conname,
+                           regexp_replace(pg_get_constraintdef(k.oid), '^(UNIQUE|PRIMARY KEY) \(', '\1 (' || quote_ident(t.col) || ', '))
+               ELSE format('DROP INDEX %I.%I; %s;', t.schema, ic.relname,
+                           regexp_replace(pg_get_indexdef(x.indexrelid), ' USING (\w+) \(', ' USING \1 (' || quote_ident(t.col) || ', '))
+          END
+   FROM marked t
+   JOIN pg_index x ON x.indrelid = t.oid AND x.indisunique
+   JOIN pg_class ic ON ic.oid = x.indexrelid
+   LEFT JOIN pg_constraint k ON k.conindid = x.indexrelid AND k.conrelid = t.oid AND k.contype IN ('u', 'p')
+   JOIN pg_attribute a ON a.attrelid = t.oid AND a.attname = t.col
+   WHERE NOT a.attnum = ANY(x.indkey::int2[])
+     AND NOT (x.indexprs IS NULL AND NOT EXISTS (
+           SELECT FROM unnest(x.indkey::int2[]) AS u(attnum)
+           JOIN pg_attribute ka ON ka.attrelid = t.oid AND ka.attnum = u.attnum
+           LEFT JOIN pg_attrdef ad ON ad.adrelid = t.oid AND ad.adnum = u.attnum
+           WHERE ka.attidentity = ''
+             AND COALESCE(pg_get_expr(ad.adbin, ad.adrelid) !~ '^(nextval|gen_random_uuid|uuid_generate_v4)\(', true)))
+   -- An exclusion constraint is a unique key by another name.
+   UNION ALL
+   SELECT 8, 'existence oracle', t.schema, k.conname::text, NULL, t.schema, t.name, NULL, NULL, NULL,
+          NULL, NULL, NULL, NULL, 'exclusion constraint', t.col,
+          format('ALTER TABLE %I.%I DROP CONSTRAINT %I, ADD CONSTRAINT %I %s;', t.schema, t.name, k.conname, k.conname,
+                 regexp_replace(pg_get_constraintdef(k.oid), '^EXCLUDE USING (\w+) \(', 'EXCLUDE USING \1 (' || quote_ident(t.col) || ' WITH =, '))
+   FROM marked t
+   JOIN pg_constraint k ON k.conrelid = t.oid AND k.contype = 'x'
+   JOIN pg_attribute a ON a.attrelid = t.oid AND a.attname = t.col
+   WHERE NOT a.attnum = ANY(k.conkey))
  SELECT kind, schema, name, arguments, table_schema, table_name, function_schema, function_name,
-        function_arguments, owner, escape, privilege, grantee
+        function_arguments, owner, escape, privilege, grantee, key_kind, tenant_column, fix
  FROM found
  ORDER BY rank, schema, name, arguments, table_schema, table_name, privilege, grantee NULLS FIRST"#;
 
@@ -895,7 +965,7 @@ pub struct Catalog {
     pub relatives: Vec<RelativeState>,
     /// Objects that reach the marked tables' rows around their policies: views and
     /// materialized views, definer functions, triggers and rules, leakproof functions,
-    /// grants of `TRUNCATE`, `REFERENCES` and `TRIGGER`.
+    /// grants of `TRUNCATE`, `REFERENCES` and `TRIGGER`, existence oracles.
     pub loopholes: Vec<Loophole>,
     /// Direct grants on the marked tables.
     pub table_privileges: Vec<Privilege>,
@@ -1246,6 +1316,7 @@ async fn read_on(
         .bind::<Array<Text>, _>(&schemas)
         .bind::<Array<Text>, _>(&names)
         .bind::<Array<Text>, _>(&our_roles[..])
+        .bind::<Array<Text>, _>(&tenant_columns_named)
         .load::<LoopholeRow>(conn)
         .await?
         .into_iter()

@@ -232,8 +232,9 @@ pub enum Finding {
     },
     /// An object `generate` does not manage that reaches a marked table's rows around its
     /// policies: a view or a definer function, trigger or rule running as a role that
-    /// escapes them, a materialized view, a leakproof function, or `TRUNCATE`,
-    /// `REFERENCES` or `TRIGGER` granted to our roles or `PUBLIC`. A warning: no migration
+    /// escapes them, a materialized view, a leakproof function, `TRUNCATE`, `REFERENCES` or
+    /// `TRIGGER` granted to our roles or `PUBLIC`; or answers questions about its rows: a
+    /// unique key without the tenant column (an existence oracle). A warning: no migration
     /// of ours decides about someone else's object (`tenants audit` fails on it).
     Loophole(Loophole),
     /// A table declared `#[shared]` does not exist.
@@ -771,6 +772,10 @@ fn loophole_hint(loophole: &Loophole) -> String {
         Loophole::LeakproofFunction { function } => {
             format!("as a superuser: `ALTER FUNCTION {function} NOT LEAKPROOF;`")
         }
+        Loophole::ExistenceOracle { kind, fix, .. } if kind == "exclusion constraint" => {
+            format!("`{fix}` (gist needs the btree_gist extension for the tenant column)")
+        }
+        Loophole::ExistenceOracle { fix, .. } => format!("`{fix}`"),
         Loophole::Grant {
             table,
             privilege,
@@ -833,6 +838,23 @@ fn write_loophole(f: &mut fmt::Formatter<'_>, loophole: &Loophole) -> fmt::Resul
             f,
             "warning: function {function}: is LEAKPROOF: the planner may run it on rows before row level security filters them, so what it reveals (errors, notices) comes from every tenant's rows"
         ),
+        Loophole::ExistenceOracle {
+            kind,
+            name,
+            table,
+            tenant_column,
+            ..
+        } => {
+            let reveals = if kind == "exclusion constraint" {
+                "a conflict reveals another tenant's rows"
+            } else {
+                "a conflict reveals whether another tenant's row holds a value"
+            };
+            write!(
+                f,
+                "warning: {kind} \"{name}\" on {table}: does not include the tenant column \"{tenant_column}\": {reveals}"
+            )
+        }
         Loophole::Grant {
             table,
             privilege,

@@ -803,7 +803,7 @@ async fn a_nondeterministic_tenant_collation() {
 
 /// Each loophole around the policies that `generate` does not manage (a view or a definer
 /// function, trigger or rule running as a role that escapes the policies, a materialized
-/// view, a leakproof function, a risky grant) is a warning of `verify()`: reported with the
+/// view, a leakproof function, an existence oracle, a risky grant) is a warning of `verify()`: reported with the
 /// object, gone with it; one under the policies (a `security_invoker` view, a definer
 /// function owned by the tenant role) is not reported at all.
 #[tokio::test]
@@ -887,6 +887,17 @@ async fn loopholes_around_the_policies_are_warnings() {
                 function: r#""public"."peek"(text)"#.into(),
             }],
             "DROP FUNCTION peek(text)",
+        ),
+        (
+            "CREATE UNIQUE INDEX items_lower_name ON items_text (lower(name))",
+            vec![Loophole::ExistenceOracle {
+                kind: "unique index".into(),
+                name: "items_lower_name".into(),
+                table: table(),
+                tenant_column: "tenant".into(),
+                fix: "DROP INDEX public.items_lower_name; CREATE UNIQUE INDEX items_lower_name ON public.items_text USING btree (tenant, lower(name));".into(),
+            }],
+            "DROP INDEX items_lower_name",
         ),
         (
             "GRANT TRUNCATE ON items_text TO PUBLIC; GRANT REFERENCES ON items_text TO tenants_user",
