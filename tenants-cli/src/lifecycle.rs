@@ -10,6 +10,8 @@ use tenants_core::catalog::MarkedTable;
 use tenants_core::lifecycle::{
     self, EmptyExport, LifecycleError, PurgeMode, TableRows, display_tenant, plain_name,
 };
+use tenants_core::policy::QualifiedName;
+use tenants_core::verify::{self, Finding};
 
 use crate::output::{out, outln};
 use crate::settings::Settings;
@@ -30,9 +32,11 @@ pub enum Command {
         options: Options,
     },
     /// Write the tenant's rows of every marked table, read in one REPEATABLE READ tenant
-    /// transaction, to a new directory: one JSON-lines file per table and manifest.json,
-    /// readable by their owner only. Exit 0 written, 1 when DIR is not empty or the tenant
-    /// has no rows (a mistyped id; see --allow-empty) and nothing was written, 2 on error.
+    /// transaction, to a new directory: one file per table in COPY's text format and
+    /// manifest.json, readable by their owner only. A table neither marked nor shared that
+    /// has a column named like a tenant column is not exported: a warning on stderr names
+    /// it. Exit 0 written, 1 when DIR is not empty or the tenant has no rows (a mistyped id;
+    /// see --allow-empty) and nothing was written, 2 on error.
     Export {
         /// The tenant.
         #[arg(long)]
@@ -161,6 +165,13 @@ fn execute(command: Command) -> Result<ExitCode, Failure> {
         .await
         .map_err(LifecycleError::from)?;
         let tables = marked_tables(&pool, marked).await?;
+        // An export holds the marked tables only: say which tables look like tenant data
+        // but are not marked (a forgotten `#[with_rls]`), so that leaving them out is never
+        // silent.
+        let forgotten = match &command {
+            Command::Export { .. } => forgotten_tables(&pool, &tables, &marks.shared).await?,
+            _ => Vec::new(),
+        };
         match command {
             Command::List { json, .. } => list(&pool, &tables, json).await,
             Command::Export {
@@ -176,6 +187,11 @@ fn execute(command: Command) -> Result<ExitCode, Failure> {
                 };
                 let manifest =
                     lifecycle::export_tenant(&pool, &tables, &tenant, &out, empty).await?;
+                for (table, column) in &forgotten {
+                    eprintln!(
+                        "warning: {table} has a column {column:?} like a tenant column but is neither #[with_rls] nor #[shared]: not exported\nhint: if its rows belong to a tenant, mark it #[with_rls], run `tenants generate`, then export again"
+                    );
+                }
                 for table in &manifest.tables {
                     outln!("{}.{}\t{}", table.schema, table.name, table.rows);
                 }
@@ -228,6 +244,32 @@ fn execute(command: Command) -> Result<ExitCode, Failure> {
             }
         }
     })
+}
+
+/// The unmarked, unshared tables with a column named like a marked table's tenant column:
+/// `check`'s `UnmarkedTable` finding, from the same catalog read and comparison.
+async fn forgotten_tables(
+    pool: &TenantPool,
+    tables: &[MarkedTable],
+    shared: &[QualifiedName],
+) -> Result<Vec<(QualifiedName, String)>, Failure> {
+    let mut conn = pool.admin().await.map_err(LifecycleError::from)?;
+    let catalog = tenants_core::catalog::read(&mut conn, pool.config(), tables, shared, &[])
+        .await
+        .map_err(|e| LifecycleError::from(tenants_core::Error::from(e)))?;
+    conn.commit().await.map_err(LifecycleError::from)?;
+    Ok(verify::compare(pool.config(), tables, &catalog)
+        .findings
+        .into_iter()
+        .filter_map(|finding| match finding {
+            Finding::UnmarkedTable {
+                table,
+                tenant_column: Some(column),
+                ..
+            } => Some((table, column)),
+            _ => None,
+        })
+        .collect())
 }
 
 /// The marked tables with their tenant column types (struct-only marks take theirs from

@@ -322,3 +322,48 @@ fn export_of_a_tenant_without_rows_exits_1_unless_allowed() {
     assert!(run.stdout.contains("exported 0 rows"), "{}", run.stdout);
     assert!(out.join("manifest.json").is_file());
 }
+
+/// A table with a tenant column that nobody marked is not exported, and export says so
+/// (issue 16: leaving it out was silent); with every table marked it says nothing.
+#[test]
+fn export_names_a_forgotten_table_it_leaves_out() {
+    let fx = fixture();
+    let export = |name: &str| {
+        let out = fx.dir.join(name);
+        fx.tenants(&[
+            "export",
+            "--tenant",
+            "acme",
+            "--out",
+            out.to_str().expect("utf-8 path"),
+        ])
+    };
+    let run = export("clean");
+    assert_exit(&run, 0, "export");
+    assert!(!run.stderr.contains("warning"), "{}", run.stderr);
+
+    diesel::connection::SimpleConnection::batch_execute(
+        &mut fx.db.connect(),
+        "CREATE TABLE note (id serial PRIMARY KEY, tenant text NOT NULL, body text);
+         INSERT INTO note (tenant, body) VALUES ('acme', 'left behind');",
+    )
+    .expect("an unmarked table with a tenant column");
+    let run = export("with-forgotten");
+    assert_exit(&run, 0, "export");
+    assert!(
+        run.stderr.contains(
+            r#"warning: "public"."note" has a column "tenant" like a tenant column but is neither #[with_rls] nor #[shared]: not exported"#
+        ),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .contains("hint: if its rows belong to a tenant, mark it #[with_rls]")
+    );
+    assert!(
+        run.stdout.contains("exported 8 rows of tenant acme"),
+        "{}",
+        run.stdout
+    );
+}
