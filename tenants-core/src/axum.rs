@@ -5,7 +5,7 @@
 //!   response is a success (2xx) or a redirection (3xx) and rolls it back otherwise. A
 //!   handler that panics or a request that is cancelled (the client went away, a timeout
 //!   layer fired) never reaches the layer's commit: its connection is dropped, and a
-//!   dropped [`TenantConnection`] rolls back.
+//!   dropped [`TenantConnection`](crate::TenantConnection) rolls back.
 //! - [`TenantDb`] is the extractor. It takes the tenant from an extractor of the
 //!   application (`TenantDb<T>`: any `T` that is `FromRequestParts` and [`TenantId`], such
 //!   as a verified token's claim), or from a [`Tenant`] the application's middleware put in

@@ -1039,6 +1039,7 @@ async fn columns_on(
 /// the server is a Citus coordinator, read by [`read`] and by [`citus_version`].
 const CITUS_VERSION: &str = "SELECT extversion::text FROM pg_extension WHERE extname = 'citus'";
 
+#[cfg(feature = "async")]
 #[derive(QueryableByName)]
 struct CitusVersion {
     #[diesel(sql_type = Nullable<Text>)]

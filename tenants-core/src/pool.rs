@@ -562,8 +562,9 @@ impl TenantConnection {
         &self.scope
     }
 
-    /// Commits the transaction and returns the connection to the pool, reset (see
-    /// [`crate::transaction`]).
+    /// Commits the transaction and returns the connection to the pool, reset: its held
+    /// cursors, temporary tables, `LISTEN`s, session settings and advisory locks are gone
+    /// (a connection left with an SQL `PREPARE`d statement is closed instead).
     ///
     /// [`Error::RolledBack`] when PostgreSQL did not commit because a statement in the
     /// transaction had failed; [`Error::ScopeEnded`] when a raw `COMMIT` or `ROLLBACK`

@@ -50,7 +50,7 @@ pub struct ImportReport {
 /// the same columns of the same types. Then, in one tenant transaction on a connection of
 /// the import's own (opened from the pool's URL: the pool must come from
 /// [`TenantPool::connect_with`]), each table file is copied into a temporary table and
-/// inserted from there (see the [module documentation](self)), parents before children,
+/// inserted from there (see the [module documentation](crate::lifecycle)), parents before children,
 /// with its ids kept (`OVERRIDING SYSTEM VALUE` for identity columns); the sequences of
 /// serial and identity columns are advanced past the imported ids. Any failure rolls
 /// everything back: a row of another tenant (refused by the RLS policy), a key that already
