@@ -447,3 +447,45 @@ async fn misuse_writes_nothing() {
     settled(&db).await;
     assert!(rows(&db).is_empty());
 }
+
+/// What the operator sees of a refusal: a request without a tenant is a WARN (most likely a
+/// route without the authenticating middleware, not only the client's mistake), a failed
+/// query an ERROR whose text says "database error" once (issue 18.7).
+#[tokio::test]
+async fn refusals_are_logged_for_the_operator() {
+    let (_db, pool) = setup(1).await;
+    let app = app(pool, Hooks::default());
+    let capture = tenants_tests::capture::Capture::new();
+    let _guard = capture.install();
+
+    let reply = send(&app, request(Method::GET, "/extension", None)).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    let reply = post_as(&app, "/write/query-error", "acme").await;
+    assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
+
+    let events = capture.events();
+    let logged = |level: tracing::Level, message: &str| {
+        events
+            .iter()
+            .find(|e| {
+                e.level == level
+                    && e.fields
+                        .get("message")
+                        .is_some_and(|m| m.starts_with(message))
+            })
+            .unwrap_or_else(|| panic!("no {level} {message:?} in {events:#?}"))
+            .fields
+            .get("error")
+            .cloned()
+            .unwrap_or_default()
+    };
+    let refused = logged(tracing::Level::WARN, "request refused: no tenant");
+    assert!(
+        refused.starts_with("the request names no tenant"),
+        "{refused}"
+    );
+    let failed = logged(tracing::Level::ERROR, "request failed");
+    assert!(failed.starts_with("database error: "), "{failed}");
+    assert_eq!(failed.matches("database error").count(), 1, "{failed}");
+    assert!(failed.contains("no_such_table"), "{failed}");
+}
