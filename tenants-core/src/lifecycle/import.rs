@@ -313,6 +313,17 @@ impl Load<'_> {
                 return Err(self.find_refused(error, &insert).await);
             }
         };
+        // Every row of the file, once: the batches of a Citus table are counted, not assumed.
+        if rows != self.exported.rows {
+            self.session
+                .batch("ROLLBACK TO SAVEPOINT tenants_import", &context)
+                .await?;
+            return Err(LifecycleError::RowsMoved {
+                table: self.exported.table(),
+                expected: self.exported.rows,
+                actual: rows,
+            });
+        }
         self.session
             .batch(
                 &format!(

@@ -236,6 +236,19 @@ pub enum LifecycleError {
         /// Why (the database's message and detail).
         reason: String,
     },
+    /// An import moved another number of rows into a table than its file holds (a defect
+    /// of the import's own statements, never of the data): nothing is written.
+    #[error(
+        "{table}: {actual} rows inserted where the export holds {expected}; nothing was imported"
+    )]
+    RowsMoved {
+        /// The table.
+        table: QualifiedName,
+        /// The export's count (the manifest's, which the file matched).
+        expected: u64,
+        /// The rows the inserts reported.
+        actual: u64,
+    },
     /// The foreign keys among the marked tables form a cycle of constraints that are not
     /// deferrable: no order of the tables satisfies them.
     #[error(
