@@ -187,10 +187,8 @@ fn execute(command: Command) -> Result<ExitCode, Failure> {
                 };
                 let manifest =
                     lifecycle::export_tenant(&pool, &tables, &tenant, &out, empty).await?;
-                for (table, column) in &forgotten {
-                    eprintln!(
-                        "warning: {table} has a column {column:?} like a tenant column but is neither #[with_rls] nor #[shared]: not exported\nhint: if its rows belong to a tenant, mark it #[with_rls], run `tenants generate`, then export again"
-                    );
+                for finding in &forgotten {
+                    eprintln!("{finding}: not exported\nhint: {}", finding.hint());
                 }
                 for table in &manifest.tables {
                     outln!("{}.{}\t{}", table.schema, table.name, table.rows);
@@ -246,13 +244,13 @@ fn execute(command: Command) -> Result<ExitCode, Failure> {
     })
 }
 
-/// The unmarked, unshared tables with a column named like a marked table's tenant column:
-/// `check`'s `UnmarkedTable` finding, from the same catalog read and comparison.
+/// `check`'s `UnmarkedTable` findings of tables with a column named like a marked table's
+/// tenant column (unmarked and unshared), from the same catalog read and comparison.
 async fn forgotten_tables(
     pool: &TenantPool,
     tables: &[MarkedTable],
     shared: &[QualifiedName],
-) -> Result<Vec<(QualifiedName, String)>, Failure> {
+) -> Result<Vec<Finding>, Failure> {
     let mut conn = pool.admin().await.map_err(LifecycleError::from)?;
     let catalog = tenants_core::catalog::read(&mut conn, pool.config(), tables, shared, &[])
         .await
@@ -261,13 +259,14 @@ async fn forgotten_tables(
     Ok(verify::compare(pool.config(), tables, &catalog)
         .findings
         .into_iter()
-        .filter_map(|finding| match finding {
-            Finding::UnmarkedTable {
-                table,
-                tenant_column: Some(column),
-                ..
-            } => Some((table, column)),
-            _ => None,
+        .filter(|finding| {
+            matches!(
+                finding,
+                Finding::UnmarkedTable {
+                    tenant_column: Some(_),
+                    ..
+                }
+            )
         })
         .collect())
 }
