@@ -584,13 +584,8 @@ fn citus_list_export_purge_import_through_the_binary() {
 
     let list = run(&["list"]);
     assert_eq!(list.code, 0, "{}", list.stderr);
-    let lines: Vec<Vec<&str>> = list
-        .stdout
-        .lines()
-        .map(|l| l.split_whitespace().collect())
-        .collect();
     assert_eq!(
-        lines,
+        list.words(),
         [
             ["acme", "3", "public.projects=3"],
             ["globex", "2", "public.projects=2"]

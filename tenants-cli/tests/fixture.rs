@@ -34,6 +34,17 @@ pub struct Run {
     pub stderr: String,
 }
 
+impl Run {
+    /// Its standard output as lines of whitespace-separated words (`tenants list`'s
+    /// columns).
+    pub fn words(&self) -> Vec<Vec<&str>> {
+        self.stdout
+            .lines()
+            .map(|line| line.split_whitespace().collect())
+            .collect()
+    }
+}
+
 impl From<Output> for Run {
     fn from(output: Output) -> Self {
         Self {
