@@ -15,7 +15,7 @@ fn layer(module: &str) -> u8 {
         "policy" => 3,
         "catalog" => 4,
         "verify" => 5,
-        "plan" | "error" | "scope" => 6,
+        "plan" | "error" | "scope" | "footprint" => 6,
         "transaction" => 7,
         _ => 10,
     }

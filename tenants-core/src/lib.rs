@@ -34,6 +34,7 @@ mod config;
 #[cfg(feature = "async")]
 mod connect;
 mod error;
+mod footprint;
 #[cfg(test)]
 mod layers;
 #[cfg(feature = "async")]

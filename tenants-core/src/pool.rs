@@ -24,6 +24,7 @@ use crate::checkout::{
 };
 use crate::config::Config;
 use crate::error::Error;
+use crate::footprint::{self, Footprint, ReadAt, Watch};
 use crate::scope::Scope;
 use crate::tenant::{Tenant, TenantId};
 use crate::trace::{self, TransactionSpan};
@@ -178,6 +179,13 @@ impl TenantPool {
     /// connections are opened with [`crate::establish`]'s error reporting, and refused,
     /// naming the cause, when their session starts inside a tenant or as another role (a
     /// default set by `ALTER DATABASE/ROLE ... SET`): every checkout would be dirty.
+    ///
+    /// Each new connection gets the pool's diesel instrumentation, which reads the text of
+    /// every statement a transaction sends: a transaction of the query builder's statements
+    /// then ends with `COMMIT` alone instead of the guard and the session reset (README,
+    /// "How a transaction ends"). It forwards every event to diesel's default
+    /// instrumentation (`diesel::connection::set_default_instrumentation`); a connection
+    /// given an instrumentation of its own keeps it and ends every transaction in full.
     pub fn manager_config(config: &Config) -> ManagerConfig<AsyncPgConnection> {
         Self::manager_config_recording(config, None)
     }
@@ -241,6 +249,8 @@ impl TenantPool {
                 if !statement_cache {
                     conn.set_prepared_statement_cache_size(CacheSize::Disabled);
                 }
+                // What lets a transaction that left nothing end with `COMMIT` alone.
+                conn.set_instrumentation(Watch::new(ReadAt::Finish));
                 Ok(conn)
             })
         });
@@ -334,11 +344,12 @@ impl TenantPool {
     async fn begin(&self, scope: Scope) -> Result<TenantConnection, Error> {
         let trace = TransactionSpan::begin(&self.config, &scope);
         let batches = Batches::new(&self.config, &scope);
-        let conn = self
+        let mut conn = self
             .check_out_and_begin(&batches, &trace)
             .instrument(trace.span().clone())
             .await
             .inspect_err(|error| trace.failed(error))?;
+        footprint::began(conn.instrumentation());
         Ok(TenantConnection {
             conn: Some(conn),
             scope,
@@ -469,9 +480,14 @@ async fn begin_on(
 
 /// Ends the transaction on `conn` as `ending`, sending what [`End`] says (see
 /// [`crate::sync::end`], its blocking twin).
-async fn end(conn: &mut AsyncPgConnection, batches: &Batches, ending: Ending) -> Ended {
+async fn end(
+    conn: &mut AsyncPgConnection,
+    batches: &Batches,
+    ending: Ending,
+    footprint: Footprint,
+) -> Ended {
     let depth = AnsiTransactionManager::transaction_manager_status_mut(conn).transaction_depth();
-    let (mut end, mut step) = End::start(ending, depth);
+    let (mut end, mut step) = End::start(ending, depth, footprint);
     loop {
         match step {
             EndStep::Send(batch) => {
@@ -501,7 +517,8 @@ where
     } else {
         Ending::Rollback
     };
-    let ended = end(conn, batches, ending).await;
+    // A connection of the caller's own: no watch reads its statements.
+    let ended = end(conn, batches, ending, Footprint::Unknown).await;
     trace.ended(&ended);
     crate::sync::transaction_result(result, ended.result)
 }
@@ -589,7 +606,8 @@ impl TenantConnection {
         } else {
             Ending::Rollback
         };
-        let ended = end(&mut conn, &self.batches, ending).await;
+        let footprint = footprint::footprint(conn.instrumentation());
+        let ended = end(&mut conn, &self.batches, ending, footprint).await;
         self.trace.ended(&ended);
         ended.result
     }
@@ -627,7 +645,8 @@ impl Drop for TenantConnection {
                 let batches = std::mem::take(&mut self.batches);
                 runtime.spawn(
                     async move {
-                        trace::dropped(&end(&mut conn, &batches, Ending::Drop).await);
+                        let ended = end(&mut conn, &batches, Ending::Drop, Footprint::Unknown);
+                        trace::dropped(&ended.await);
                     }
                     .instrument(self.trace.span().clone()),
                 );

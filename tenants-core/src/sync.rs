@@ -5,6 +5,7 @@ use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionMa
 
 use crate::config::Config;
 use crate::error::Error;
+use crate::footprint::Footprint;
 use crate::scope::Scope;
 use crate::tenant::{Tenant, TenantId};
 use crate::trace::TransactionSpan;
@@ -131,9 +132,14 @@ pub(crate) fn begin(
 }
 
 /// Ends the transaction on `conn` as `ending`, sending what [`End`] says.
-pub(crate) fn end(conn: &mut PgConnection, batches: &Batches, ending: Ending) -> Ended {
+pub(crate) fn end(
+    conn: &mut PgConnection,
+    batches: &Batches,
+    ending: Ending,
+    footprint: Footprint,
+) -> Ended {
     let depth = AnsiTransactionManager::transaction_manager_status_mut(conn).transaction_depth();
-    let (mut end, mut step) = End::start(ending, depth);
+    let (mut end, mut step) = End::start(ending, depth, footprint);
     loop {
         match step {
             EndStep::Send(batch) => step = end.answered(conn.batch_execute(batches.sql(batch))),
@@ -160,7 +166,8 @@ where
     } else {
         Ending::Rollback
     };
-    let ended = end(conn, batches, ending);
+    // A connection of the caller's own: no watch reads its statements.
+    let ended = end(conn, batches, ending, Footprint::Unknown);
     trace.ended(&ended);
     transaction_result(result, ended.result)
 }

@@ -17,6 +17,7 @@ use crate::checkout::{
 };
 use crate::config::Config;
 use crate::error::Error;
+use crate::footprint::{self, Footprint, ReadAt, Watch};
 use crate::scope::Scope;
 use crate::tenant::{Tenant, TenantId};
 use crate::trace::{self, TransactionSpan};
@@ -112,6 +113,8 @@ impl ManageConnection for SyncConnectionManager {
         if !self.statement_cache {
             conn.set_prepared_statement_cache_size(CacheSize::Disabled);
         }
+        // What lets a transaction that left nothing end with `COMMIT` alone.
+        conn.set_instrumentation(Watch::new(ReadAt::Start));
         Ok(conn)
     }
 
@@ -337,10 +340,11 @@ impl SyncTenantPool {
     fn begin(&self, scope: Scope) -> Result<SyncTenantConnection, Error> {
         let trace = TransactionSpan::begin(&self.config, &scope);
         let batches = Batches::new(&self.config, &scope);
-        let conn = trace
+        let mut conn = trace
             .span()
             .in_scope(|| self.check_out_and_begin(&batches, &trace))
             .inspect_err(|error| trace.failed(error))?;
+        footprint::began(conn.instrumentation());
         Ok(SyncTenantConnection {
             conn: Some(conn),
             scope,
@@ -471,7 +475,8 @@ impl SyncTenantConnection {
         } else {
             Ending::Rollback
         };
-        let ended = crate::sync::end(&mut conn, &self.batches, ending);
+        let footprint = footprint::footprint(conn.instrumentation());
+        let ended = crate::sync::end(&mut conn, &self.batches, ending, footprint);
         self.trace.ended(&ended);
         ended.result
     }
@@ -621,6 +626,7 @@ impl Drop for SyncTenantConnection {
             return;
         }
         let _inside = self.trace.span().enter();
-        trace::dropped(&crate::sync::end(&mut conn, &self.batches, Ending::Drop));
+        let ended = crate::sync::end(&mut conn, &self.batches, Ending::Drop, Footprint::Unknown);
+        trace::dropped(&ended);
     }
 }

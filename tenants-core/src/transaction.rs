@@ -17,6 +17,11 @@
 //! - rollback: `ROLLBACK; <reset>`; a transaction dropped without either first asks, in
 //!   the same message, whether it wrote (a warning when it did).
 //!
+//! A pooled transaction whose statements [`crate::footprint`] read as leaving nothing on
+//! the session (only reads and writes diesel's query builder renders, none failed) ends
+//! with `COMMIT` or `ROLLBACK` alone, followed by `DISCARD SEQUENCES` when it wrote: the
+//! guard has no failure and no raw `COMMIT` to find, the reset nothing to undo.
+//!
 //! The reset puts back what a transaction may leave on the session: it closes held
 //! cursors, stops listening, drops temporary tables, forgets sequence values, resets
 //! every session-level setting (then re-applies the two that diesel and diesel-async set
@@ -29,6 +34,7 @@ use diesel::connection::TransactionManagerStatus;
 
 use crate::config::Config;
 use crate::error::Error;
+use crate::footprint::Footprint;
 use crate::scope::{SCOPE_ENDED_MARK, Scope};
 
 /// The setting the reset names when an SQL prepared statement is left on the session.
@@ -92,10 +98,11 @@ pub(crate) enum Ending {
 /// Which batch to send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Batch {
-    /// The commit batch: guard, `COMMIT`, reset.
-    Commit,
-    /// `ROLLBACK` and the reset.
-    Rollback,
+    /// The commit batch: guard, `COMMIT`, reset; for a transaction that left nothing on
+    /// the session, `COMMIT` alone (and `DISCARD SEQUENCES` after writes).
+    Commit(Footprint),
+    /// `ROLLBACK` and the reset, or as little of it as the footprint needs.
+    Rollback(Footprint),
     /// The dropped transaction's: did it write, `ROLLBACK`, reset.
     Drop,
     /// A bare `ROLLBACK`, after a failed begin.
@@ -119,8 +126,12 @@ impl Batches {
     /// The SQL of `batch`.
     pub(crate) fn sql(&self, batch: Batch) -> &str {
         match batch {
-            Batch::Commit => &self.commit,
-            Batch::Rollback => ROLLBACK,
+            Batch::Commit(Footprint::None) => "COMMIT",
+            Batch::Commit(Footprint::Sequences) => "COMMIT; DISCARD SEQUENCES",
+            Batch::Commit(Footprint::Unknown) => &self.commit,
+            Batch::Rollback(Footprint::None) => "ROLLBACK",
+            Batch::Rollback(Footprint::Sequences) => "ROLLBACK; DISCARD SEQUENCES",
+            Batch::Rollback(Footprint::Unknown) => ROLLBACK,
             Batch::Drop => DROP,
             Batch::EndBlock => "ROLLBACK",
         }
@@ -200,6 +211,9 @@ impl Begin {
     }
 }
 
+/// The clean-up after a failed first batch: whatever the transaction did, it is reset.
+const FULL_ROLLBACK: Batch = Batch::Rollback(Footprint::Unknown);
+
 /// How a transaction's end went, and what becomes of its connection.
 #[derive(Debug)]
 pub(crate) struct Ended {
@@ -262,10 +276,12 @@ pub(crate) enum EndStep {
 impl End {
     /// Ends a transaction as `ending`, on a connection whose transaction manager says
     /// `depth` (diesel's sync connection notices a raw `COMMIT` or `ROLLBACK`: no
-    /// transaction any more).
+    /// transaction any more) and whose statements left `footprint` (always
+    /// [`Footprint::Unknown`] on a connection of the caller's own, which no watch reads).
     pub(crate) fn start(
         ending: Ending,
         depth: diesel::QueryResult<Option<std::num::NonZeroU32>>,
+        footprint: Footprint,
     ) -> (Self, EndStep) {
         let mut end = Self {
             ending,
@@ -282,11 +298,11 @@ impl End {
             }),
             Ok(None) => {
                 end.pending = Some(Pending::ScopeEnded);
-                EndStep::Send(Batch::Rollback)
+                EndStep::Send(FULL_ROLLBACK)
             }
             Ok(Some(_)) => EndStep::Send(match ending {
-                Ending::Commit => Batch::Commit,
-                Ending::Rollback => Batch::Rollback,
+                Ending::Commit => Batch::Commit(footprint),
+                Ending::Rollback => Batch::Rollback(footprint),
                 Ending::Drop => Batch::Drop,
             }),
         };
@@ -314,20 +330,20 @@ impl End {
             }
             Failure::ScopeEnded => {
                 self.pending = Some(Pending::ScopeEnded);
-                EndStep::Send(Batch::Rollback)
+                EndStep::Send(FULL_ROLLBACK)
             }
             Failure::Wrote => {
                 self.dropped_after_write = true;
                 self.pending = Some(Pending::Dropped);
-                EndStep::Send(Batch::Rollback)
+                EndStep::Send(FULL_ROLLBACK)
             }
             Failure::Aborted if self.ending == Ending::Commit => {
                 self.pending = Some(Pending::NotCommitted(Error::RolledBack));
-                EndStep::Send(Batch::Rollback)
+                EndStep::Send(FULL_ROLLBACK)
             }
             Failure::Aborted if self.ending == Ending::Drop => {
                 self.pending = Some(Pending::Dropped);
-                EndStep::Send(Batch::Rollback)
+                EndStep::Send(FULL_ROLLBACK)
             }
             Failure::Lost | Failure::Aborted => {
                 EndStep::Done(self.done(Err(error.into()), false, true, None))
@@ -336,7 +352,7 @@ impl End {
             // the server ended the transaction; the reset did not run.
             Failure::Other if self.ending == Ending::Commit => {
                 self.pending = Some(Pending::NotCommitted(error.into()));
-                EndStep::Send(Batch::Rollback)
+                EndStep::Send(FULL_ROLLBACK)
             }
             Failure::Other => EndStep::Done(self.done(Err(error.into()), false, true, None)),
         }
@@ -419,6 +435,8 @@ mod tests {
     use super::*;
     use diesel::result::{DatabaseErrorKind, Error as DieselError};
 
+    const FULL_COMMIT: Batch = Batch::Commit(Footprint::Unknown);
+
     fn server_error(message: &str) -> DieselError {
         DieselError::DatabaseError(DatabaseErrorKind::Unknown, Box::new(message.to_string()))
     }
@@ -431,14 +449,44 @@ mod tests {
     fn the_marks_in_the_batches_are_the_ones_classified() {
         let config = Config::default();
         let batches = Batches::new(&config, &Scope::Admin);
-        assert!(batches.sql(Batch::Commit).contains(SCOPE_ENDED_MARK));
-        for batch in [Batch::Commit, Batch::Rollback, Batch::Drop] {
+        assert!(batches.sql(FULL_COMMIT).contains(SCOPE_ENDED_MARK));
+        for batch in [FULL_COMMIT, FULL_ROLLBACK, Batch::Drop] {
             assert!(batches.sql(batch).contains(PREPARED_LEFT_MARK), "{batch:?}");
             assert!(batches.sql(batch).ends_with(RESET), "{batch:?}");
         }
         assert!(batches.sql(Batch::Drop).contains(WROTE_MARK));
-        assert!(batches.sql(Batch::Commit).contains("; COMMIT; "));
-        assert!(batches.sql(Batch::Rollback).starts_with("ROLLBACK; "));
+        assert!(batches.sql(FULL_COMMIT).contains("; COMMIT; "));
+        assert!(batches.sql(FULL_ROLLBACK).starts_with("ROLLBACK; "));
+    }
+
+    #[test]
+    fn a_transaction_that_left_nothing_ends_with_commit_or_rollback_alone() {
+        let batches = Batches::new(&Config::default(), &Scope::Admin);
+        for (footprint, commit, rollback) in [
+            (Footprint::None, "COMMIT", "ROLLBACK"),
+            (
+                Footprint::Sequences,
+                "COMMIT; DISCARD SEQUENCES",
+                "ROLLBACK; DISCARD SEQUENCES",
+            ),
+        ] {
+            assert_eq!(batches.sql(Batch::Commit(footprint)), commit);
+            assert_eq!(batches.sql(Batch::Rollback(footprint)), rollback);
+            let (sent, ended) = finish_after(footprint, Ending::Commit, vec![Ok(())]);
+            assert_eq!(sent, [Batch::Commit(footprint)]);
+            assert!(ended.result.is_ok() && ended.committed && !ended.discard);
+            // A dropped transaction always asks whether it wrote, and is reset.
+            let (sent, _) = finish_after(footprint, Ending::Drop, vec![Ok(())]);
+            assert_eq!(sent, [Batch::Drop]);
+        }
+        // `COMMIT` refused (a deferred constraint): the clean-up is the full rollback.
+        let refused = Err(DieselError::DatabaseError(
+            DatabaseErrorKind::ForeignKeyViolation,
+            Box::new("deferred".to_string()),
+        ));
+        let (sent, ended) = finish_after(Footprint::None, Ending::Commit, vec![refused, Ok(())]);
+        assert_eq!(sent, [Batch::Commit(Footprint::None), FULL_ROLLBACK]);
+        assert!(ended.result.is_err() && !ended.committed);
     }
 
     #[test]
@@ -464,7 +512,15 @@ mod tests {
     }
 
     fn finish(ending: Ending, answers: Vec<diesel::QueryResult<()>>) -> (Vec<Batch>, Ended) {
-        let (mut end, mut step) = End::start(ending, one());
+        finish_after(Footprint::Unknown, ending, answers)
+    }
+
+    fn finish_after(
+        footprint: Footprint,
+        ending: Ending,
+        answers: Vec<diesel::QueryResult<()>>,
+    ) -> (Vec<Batch>, Ended) {
+        let (mut end, mut step) = End::start(ending, one(), footprint);
         let mut sent = Vec::new();
         let mut answers = answers.into_iter();
         loop {
@@ -489,7 +545,7 @@ mod tests {
                 Ok(()),
             ],
         );
-        assert_eq!(sent, [Batch::Commit, Batch::Rollback]);
+        assert_eq!(sent, [FULL_COMMIT, FULL_ROLLBACK]);
         assert!(matches!(ended.result, Err(Error::RolledBack)), "{ended:?}");
         assert!(!ended.committed && !ended.discard);
     }
@@ -498,12 +554,12 @@ mod tests {
     fn a_scope_ended_by_raw_sql_is_an_error_and_discarded() {
         let guard = format!("unrecognized configuration parameter \"{SCOPE_ENDED_MARK}\"");
         let (sent, ended) = finish(Ending::Commit, vec![Err(server_error(&guard)), Ok(())]);
-        assert_eq!(sent, [Batch::Commit, Batch::Rollback]);
+        assert_eq!(sent, [FULL_COMMIT, FULL_ROLLBACK]);
         assert!(matches!(ended.result, Err(Error::ScopeEnded)), "{ended:?}");
         assert!(ended.discard);
         // Noticed by diesel's sync connection before anything is sent.
-        let (mut end, step) = End::start(Ending::Commit, Ok(None));
-        assert!(matches!(step, EndStep::Send(Batch::Rollback)));
+        let (mut end, step) = End::start(Ending::Commit, Ok(None), Footprint::None);
+        assert!(matches!(step, EndStep::Send(FULL_ROLLBACK)));
         let EndStep::Done(ended) = end.answered(Ok(())) else {
             panic!("one batch")
         };
@@ -514,7 +570,7 @@ mod tests {
     fn a_prepared_statement_left_discards_a_committed_connection() {
         let left = format!("unrecognized configuration parameter \"{PREPARED_LEFT_MARK}\"");
         let (sent, ended) = finish(Ending::Commit, vec![Err(server_error(&left))]);
-        assert_eq!(sent, [Batch::Commit]);
+        assert_eq!(sent, [FULL_COMMIT]);
         assert!(ended.result.is_ok() && ended.committed && ended.discard);
         assert!(ended.state_left.is_some());
     }
@@ -531,7 +587,7 @@ mod tests {
                 Ok(()),
             ],
         );
-        assert_eq!(sent, [Batch::Commit, Batch::Rollback]);
+        assert_eq!(sent, [FULL_COMMIT, FULL_ROLLBACK]);
         assert!(matches!(ended.result, Err(Error::Database(_))), "{ended:?}");
         assert!(!ended.discard);
     }
@@ -540,7 +596,7 @@ mod tests {
     fn a_dropped_transaction_that_wrote_is_reported_and_rolled_back() {
         let wrote = format!("unrecognized configuration parameter \"{WROTE_MARK}\"");
         let (sent, ended) = finish(Ending::Drop, vec![Err(server_error(&wrote)), Ok(())]);
-        assert_eq!(sent, [Batch::Drop, Batch::Rollback]);
+        assert_eq!(sent, [Batch::Drop, FULL_ROLLBACK]);
         assert!(ended.dropped_after_write && ended.result.is_ok() && !ended.discard);
         let (sent, ended) = finish(Ending::Drop, vec![Ok(())]);
         assert_eq!(sent, [Batch::Drop]);

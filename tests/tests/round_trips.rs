@@ -165,3 +165,156 @@ async fn pool_begin_is_one_batch_and_nested_transactions_are_savepoints() {
         "{sent:?}"
     );
 }
+
+thread_local! {
+    /// The statements this thread's pooled connections sent, while recording.
+    static RECORDED: std::cell::RefCell<Option<Vec<String>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// diesel's default instrumentation for every connection made from now on, in every test
+/// of this binary: records on the threads that asked for it ([`recorded_on_this_thread`])
+/// and does nothing elsewhere. The pools' own instrumentation forwards to it.
+fn record_on_this_thread() {
+    fn recorder() -> Option<Box<dyn Instrumentation>> {
+        Some(Box::new(|event: InstrumentationEvent<'_>| {
+            if let InstrumentationEvent::StartQuery { query, .. } = event {
+                RECORDED.with(|recorded| {
+                    if let Some(recorded) = recorded.borrow_mut().as_mut() {
+                        recorded.push(query.to_string());
+                    }
+                });
+            }
+        }))
+    }
+    diesel::connection::set_default_instrumentation(recorder).expect("default instrumentation");
+    RECORDED.with(|recorded| *recorded.borrow_mut() = Some(Vec::new()));
+}
+
+/// What this thread recorded since the last call.
+fn recorded_on_this_thread() -> Vec<String> {
+    RECORDED
+        .with(|recorded| recorded.borrow_mut().as_mut().map(std::mem::take))
+        .unwrap_or_default()
+}
+
+diesel::table! {
+    notes (id) {
+        id -> Int4,
+        body -> Text,
+    }
+}
+
+/// A database with `notes`, which the tenant role may read and write (no policy: these
+/// tests look at what is sent, not at what is seen).
+fn notes_db() -> TestDb {
+    let db = prepared_db();
+    batch_locked(
+        &mut db.connect(),
+        "CREATE TABLE notes (id serial PRIMARY KEY, body text NOT NULL);
+         GRANT SELECT, INSERT ON notes TO tenants_user;
+         GRANT USAGE ON SEQUENCE notes_id_seq TO tenants_user;",
+    );
+    db
+}
+
+/// The last statement sent: how the transaction ended.
+fn ending(sent: &[String]) -> &str {
+    sent.last().map(String::as_str).unwrap_or_default()
+}
+
+/// A transaction of the query builder's statements leaves nothing on the session: it ends
+/// with `COMMIT` or `ROLLBACK` alone (and `DISCARD SEQUENCES` after a write), in one
+/// message as before; any other statement brings back the guard and the reset.
+#[tokio::test]
+async fn query_builder_transactions_of_the_async_pool_end_with_commit_alone() {
+    let db = notes_db();
+    record_on_this_thread();
+    let pool = TenantPool::connect_with(
+        &db.url(),
+        Config::default(),
+        bb8::Pool::builder().max_size(1),
+    )
+    .await
+    .expect("pool");
+    let one = || diesel::select(1_i32.into_sql::<diesel::sql_types::Integer>());
+    recorded_on_this_thread();
+
+    let mut conn = pool.tenant("acme").await.expect("tenant");
+    notes::table
+        .select(notes::id)
+        .load::<i32>(&mut conn)
+        .await
+        .expect("read");
+    conn.commit().await.expect("commit");
+    assert_eq!(ending(&recorded_on_this_thread()), "COMMIT");
+
+    let mut conn = pool.tenant("acme").await.expect("tenant");
+    diesel::insert_into(notes::table)
+        .values(notes::body.eq("acme's"))
+        .execute(&mut conn)
+        .await
+        .expect("write");
+    conn.commit().await.expect("commit");
+    assert_eq!(
+        ending(&recorded_on_this_thread()),
+        "COMMIT; DISCARD SEQUENCES"
+    );
+
+    let mut conn = pool.tenant("acme").await.expect("tenant");
+    conn.transaction(async |conn| one().get_result::<i32>(conn).await)
+        .await
+        .expect("nested");
+    conn.rollback().await.expect("rollback");
+    let sent = recorded_on_this_thread();
+    assert!(
+        sent.contains(&"SAVEPOINT diesel_savepoint_1".to_string()),
+        "{sent:?}"
+    );
+    assert_eq!(ending(&sent), "ROLLBACK");
+
+    let mut conn = pool.tenant("acme").await.expect("tenant");
+    diesel::sql_query("SET search_path = public")
+        .execute(&mut conn)
+        .await
+        .expect("set");
+    one().get_result::<i32>(&mut conn).await.expect("read");
+    conn.commit().await.expect("commit");
+    assert_commit_batch(ending(&recorded_on_this_thread()));
+}
+
+/// The same through the sync pool.
+#[test]
+fn query_builder_transactions_of_the_sync_pool_end_with_commit_alone() {
+    let db = notes_db();
+    record_on_this_thread();
+    let pool = tenants_core::SyncTenantPool::connect_with(
+        &db.url(),
+        Config::default(),
+        diesel::r2d2::Pool::builder().max_size(1),
+    )
+    .expect("pool");
+    recorded_on_this_thread();
+
+    let mut conn = pool.tenant("acme").expect("tenant");
+    diesel::RunQueryDsl::load::<i32>(notes::table.select(notes::id), &mut conn).expect("read");
+    conn.commit().expect("commit");
+    assert_eq!(ending(&recorded_on_this_thread()), "COMMIT");
+
+    let mut conn = pool.tenant("acme").expect("tenant");
+    diesel::RunQueryDsl::execute(
+        diesel::insert_into(notes::table).values(notes::body.eq("acme's")),
+        &mut conn,
+    )
+    .expect("write");
+    conn.commit().expect("commit");
+    assert_eq!(
+        ending(&recorded_on_this_thread()),
+        "COMMIT; DISCARD SEQUENCES"
+    );
+
+    let mut conn = pool.tenant("acme").expect("tenant");
+    diesel::RunQueryDsl::execute(diesel::sql_query("SET search_path = public"), &mut conn)
+        .expect("set");
+    conn.commit().expect("commit");
+    assert_commit_batch(ending(&recorded_on_this_thread()));
+}

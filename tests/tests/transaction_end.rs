@@ -329,13 +329,130 @@ async fn a_session_authorization_does_not_outlive_its_transaction(side: bool) {
     );
 }
 
+// --- What the pools' watch vouches for ------------------------------------------------------
+//
+// A transaction whose statements read as the query builder's (a `SELECT`, `INSERT`, `UPDATE`
+// or `DELETE` calling only functions that keep no session state, none failed) ends with
+// `COMMIT` alone. Each test below is a way around that reading.
+
+/// The settings of a session that the statements below try to change.
+const SETTINGS_SQL: &str = "SELECT concat_ws(' | ', current_setting('application_name'),
+    current_setting('statement_timeout'), current_setting('work_mem'),
+    current_setting('search_path')) AS value";
+
+diesel::define_sql_function! {
+    /// PostgreSQL's `set_config`, through the query builder.
+    fn set_config(name: Text, value: Text, local: diesel::sql_types::Bool) -> Text;
+}
+
+async fn session_state_made_by_a_select_does_not_outlive_its_transaction(side: bool) {
+    let (_db, side) = setup(side, Login::App).await;
+    let mut before = side.tenant("acme").await;
+    let defaults = before.value(SETTINGS_SQL).await.expect("settings");
+    before.commit().await.expect("commit");
+    let statements = [
+        "SELECT set_config('application_name', 'evil', false)",
+        r#"SELECT "set_config"('statement_timeout', '4321', false)"#,
+        "SELECT pg_catalog.set_config('work_mem', '7777kB', false)",
+        "SELECT /* a comment */ set_config/**/('search_path', 'evil', false)",
+        "select SET_CONFIG('application_name', 'evil', false)",
+        r#"SELECT "items"."name" FROM "items" WHERE "items"."name" <> set_config('work_mem', '7777kB', false)"#,
+        r#"UPDATE "items" SET "name" = "items"."name" WHERE set_config('application_name', 'evil', false) <> ''"#,
+        "SELECT 'it''s' AS x, set_config('search_path', 'evil', false)",
+        "SELECT 1 -- a comment\n, set_config('search_path', 'evil', false)",
+        "SELECT query builder", // not SQL at all: rejected, and still nothing is left
+        "",                     // diesel's query builder through the function below
+    ];
+    for statement in statements {
+        let mut acme = side.tenant("acme").await;
+        if statement.is_empty() {
+            let query = diesel::select(set_config("application_name", "evil", false));
+            match &mut acme {
+                Tx::Async(conn) => {
+                    query
+                        .get_result::<String>(&mut ***conn)
+                        .await
+                        .expect("set_config");
+                }
+                Tx::Sync(conn) => {
+                    diesel::RunQueryDsl::get_result::<String>(query, &mut ***conn)
+                        .expect("set_config");
+                }
+            }
+        } else {
+            let _ = acme.run(statement).await;
+        }
+        let _ = acme.commit().await;
+        let mut globex = side.tenant("globex").await;
+        let settings = globex.value(SETTINGS_SQL).await.expect("settings");
+        assert_eq!(settings, defaults, "after {statement:?}");
+        globex.commit().await.expect("commit");
+    }
+}
+
+async fn a_connection_whose_watch_was_replaced_is_reset_in_full(side: bool) {
+    let (_db, side) = setup(side, Login::App).await;
+    let mut acme = side.tenant("acme").await;
+    let nothing = |_: diesel::connection::InstrumentationEvent<'_>| {};
+    match &mut acme {
+        Tx::Async(conn) => {
+            diesel_async::AsyncConnection::set_instrumentation(&mut ***conn, nothing)
+        }
+        Tx::Sync(conn) => diesel::Connection::set_instrumentation(&mut ***conn, nothing),
+    }
+    acme.run("CREATE TEMP TABLE scratch AS SELECT 'acme secret' AS value")
+        .await
+        .expect("temp table");
+    acme.commit().await.expect("commit");
+    let mut globex = side.tenant("globex").await;
+    let read = globex.value("SELECT value FROM scratch").await;
+    assert!(read.is_err(), "acme's temp table is gone: {:?}", read.ok());
+    drop(globex);
+}
+
+/// A statement whose future was dropped after it was sent: its error never reached the
+/// caller (nor the pool's watch), the server aborted the transaction all the same.
+#[tokio::test]
+async fn a_statement_dropped_in_flight_still_fails_the_commit() {
+    use diesel::IntoSql;
+    use diesel::sql_types::Integer;
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+
+    let (db, side) = setup(true, Login::App).await;
+    let Side::Async(pool) = side else {
+        unreachable!("the async pool")
+    };
+    let mut acme = pool.tenant("acme").await.expect("tenant");
+    diesel::sql_query(r#"INSERT INTO "items" ("name", "tenant") VALUES ('lost', 'acme')"#)
+        .execute(&mut *acme)
+        .await
+        .expect("insert");
+    let divide = |by: i32| diesel::select(1_i32.into_sql::<Integer>() / by.into_sql::<Integer>());
+    // Prepared and cached: executing it again sends Bind and Execute on the first poll.
+    assert_eq!(divide(1).get_result::<i32>(&mut *acme).await, Ok(1));
+    {
+        let query = divide(0).get_result::<i32>(&mut *acme);
+        let mut query = std::pin::pin!(query);
+        let polled = query.as_mut().poll(&mut Context::from_waker(Waker::noop()));
+        assert!(matches!(polled, Poll::Pending), "sent, not yet answered");
+    }
+    let ended = acme.commit().await;
+    assert!(matches!(ended, Err(Error::RolledBack)), "{ended:?}");
+    assert_eq!(named(&db, "lost"), 0);
+}
+
 // --- A commit is a commit ----------------------------------------------------------------
 
 async fn an_aborted_transaction_is_not_reported_committed(side: bool) {
     let (db, side) = setup(side, Login::App).await;
     let mut acme = side.tenant("acme").await;
     let pid = acme.session().await.pid;
-    acme.run("INSERT INTO items (name, tenant) VALUES ('lost', 'acme')")
+    acme.commit().await.expect("commit");
+    // Statements as diesel's query builder writes them (quoted names, no function the
+    // pool's watch does not know): only the swallowed error tells this commit apart.
+    let mut acme = side.tenant("acme").await;
+    acme.run(r#"INSERT INTO "items" ("name", "tenant") VALUES ('lost', 'acme')"#)
         .await
         .expect("insert");
     // An error the caller swallowed.
@@ -353,7 +470,7 @@ async fn an_aborted_transaction_is_not_reported_committed(side: bool) {
         .closure(
             "acme",
             &[
-                "INSERT INTO items (name, tenant) VALUES ('lost', 'acme')",
+                r#"INSERT INTO "items" ("name", "tenant") VALUES ('lost', 'acme')"#,
                 "SELECT 1/0",
             ],
         )
@@ -571,4 +688,6 @@ through_both_pools!(
     a_scope_ended_by_a_raw_commit_or_rollback_is_an_error,
     the_sjis_attack_is_only_a_tenant_id,
     a_transaction_dropped_after_it_wrote_is_a_warning,
+    session_state_made_by_a_select_does_not_outlive_its_transaction,
+    a_connection_whose_watch_was_replaced_is_reset_in_full,
 );
