@@ -28,6 +28,9 @@
 //! [`Footprint::None`] or [`Footprint::Sequences`]; `sql_query` and `batch_execute` text is
 //! read the same way, and anything this reader is not sure of is [`Footprint::Unknown`].
 
+// The reader serves the pools; the end of a transaction names `Footprint` in every build.
+#![cfg_attr(not(any(feature = "async", feature = "sync")), allow(dead_code))]
+
 use std::fmt::{self, Write as _};
 
 use diesel::connection::{Instrumentation, InstrumentationEvent};
@@ -434,8 +437,27 @@ fn tokens(sql: &str) -> Option<Vec<Token<'_>>> {
             b'0'..=b'9' => {
                 at += bytes[at..]
                     .iter()
-                    .take_while(|&&b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_')
+                    .take_while(|&&b| b.is_ascii_digit() || b == b'.' || b == b'_')
                     .count();
+                // An exponent; anything else glued to a number (`0x1F`, `1abc`, which
+                // PostgreSQL 15 reads as a number and a word) is not read further.
+                if matches!(bytes.get(at), Some(b'e' | b'E')) {
+                    let sign = usize::from(matches!(bytes.get(at + 1), Some(b'+' | b'-')));
+                    let digits = bytes[(at + 1 + sign).min(bytes.len())..]
+                        .iter()
+                        .take_while(|b| b.is_ascii_digit())
+                        .count();
+                    if digits == 0 {
+                        return None;
+                    }
+                    at += 1 + sign + digits;
+                }
+                if bytes
+                    .get(at)
+                    .is_some_and(|&b| b.is_ascii_alphanumeric() || b == b'_' || b == b'$')
+                {
+                    return None;
+                }
                 tokens.push(Token::Value);
             }
             b'a'..=b'z' | b'A'..=b'Z' | b'_' => {
@@ -536,9 +558,11 @@ fn quoted_end(bytes: &[u8], start: usize, quote: u8, refuse_backslash: bool) -> 
 pub(crate) enum ReadAt {
     /// At `StartQuery`: diesel's sync connection, whose successful loads may report their
     /// end late or not at all.
+    #[cfg_attr(not(feature = "sync"), allow(dead_code))]
     Start,
     /// At `FinishQuery`, counting starts and ends: diesel-async, whose end event carries
     /// the SQL text as sent (its start event would render the query a second time).
+    #[cfg_attr(not(feature = "async"), allow(dead_code))]
     Finish,
 }
 
@@ -677,6 +701,7 @@ mod tests {
                 "RELEASE SAVEPOINT diesel_savepoint_1",
                 "ROLLBACK TO SAVEPOINT diesel_savepoint_1",
                 "select 1 -- a comment; with a semicolon\n",
+                "SELECT 1.5e-3, 2E10, 1_000, .5",
                 r#"SELECT /* a /* nested */ comment */ 'it''s' AS "x""#,
             ],
             Footprint::None,
@@ -741,6 +766,9 @@ mod tests {
                 "SELECT 'unterminated",
                 r#"SELECT "unterminated"#,
                 "SELECT /* unterminated",
+                "SELECT 1set_config('a.b', 'c', false)",
+                "SELECT 0x1F",
+                "SELECT 1e",
                 "SELECT ünïcode",
                 r#"SELECT 1 FROM "t" WHERE "t"."a" = unquoted_name"#,
                 "",
