@@ -369,7 +369,7 @@ fn footprint_of(tokens: &[Token<'_>]) -> Footprint {
                     false
                 } else if word == "into" {
                     // `SELECT .. INTO` creates a table; only `INSERT INTO` is known.
-                    index == 1
+                    index == 1 && base == Footprint::Sequences
                 } else if after == Some(&Token::Open) {
                     FUNCTIONS.contains(&word.as_str())
                         || KEYWORDS_BEFORE_PARENTHESIS.contains(&word.as_str())
@@ -754,6 +754,7 @@ mod tests {
                 // Statements that create objects, or more than one statement.
                 r#"SELECT 1 INTO TEMP "scratch""#,
                 r#"SELECT * INTO "scratch" FROM "t""#,
+                r#"SELECT INTO "scratch" FROM "t""#,
                 "SELECT 1; SET search_path = evil",
                 r#"INSERT INTO "t" ("a") VALUES ($1); SELECT set_config('a.b', 'c', false)"#,
                 r#"INSERT INTO "t" ("a") SELECT pg_advisory_lock(1)"#,
