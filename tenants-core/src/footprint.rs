@@ -19,8 +19,10 @@
 //! The reader decides from the statement text alone, so it vouches for what the
 //! application sends, not for what the schema runs on its behalf: a function, view,
 //! trigger, rule or default created by the owner that changes session state (a
-//! session-level `set_config`, a temporary table) is not seen. Such objects are the
-//! owner's, like the policies themselves; `tenants audit` lists definer functions,
+//! session-level `set_config`, a temporary table) is not seen, nor an owner's function
+//! named like one of [`FUNCTIONS`] that an unqualified call reaches (an overload with
+//! other argument types; a qualified call is always [`Footprint::Unknown`]). Such objects
+//! are the owner's, like the policies themselves; `tenants audit` lists definer functions,
 //! triggers and rules.
 //!
 //! Diesel's query builder quotes every table and column name and sends every value as a

@@ -410,6 +410,82 @@ async fn a_connection_whose_watch_was_replaced_is_reset_in_full(side: bool) {
     drop(globex);
 }
 
+/// What a session carries from one transaction to the next, as far as SQL can see it:
+/// session-level settings, held cursors, `LISTEN`s, temporary tables, session advisory
+/// locks and SQL prepared statements.
+const FINGERPRINT_SQL: &str = "SELECT concat_ws(' | ',
+    (SELECT string_agg(name || '=' || setting, ',' ORDER BY name) FROM pg_settings
+      WHERE source = 'session'),
+    (SELECT count(*) FROM pg_cursors), (SELECT count(*) FROM pg_listening_channels()),
+    (SELECT count(*) FROM pg_class WHERE relpersistence = 't'),
+    (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()),
+    (SELECT count(*) FROM pg_prepared_statements WHERE from_sql)) AS value";
+
+/// Statements that change the session, each written the ways a reader of SQL text could
+/// be fooled (case, quotes, schema, comments, line breaks, literals, placement), in each
+/// kind of statement the pools may end with `COMMIT` alone: whatever the pools make of
+/// each, the next transaction on the connection finds the session as it was.
+async fn no_way_of_writing_a_statement_leaves_session_state(side: bool) {
+    let (db, side) = setup(side, Login::App).await;
+    // The owner's function of a built-in name, reachable only qualified.
+    db.connect()
+        .batch_execute(
+            "CREATE FUNCTION public.lower(text) RETURNS text LANGUAGE sql
+               AS $$ SELECT set_config('application_name', $1, false) $$",
+        )
+        .expect("function");
+    let fingerprint = async |side: &Side| {
+        let mut tx = side.tenant("globex").await;
+        let value = tx.value(FINGERPRINT_SQL).await.expect("fingerprint");
+        tx.commit().await.expect("commit");
+        value
+    };
+    let baseline = fingerprint(&side).await;
+    let calls = [
+        "set_config('application_name', 'evil', false)",
+        "set_config('search_path', 'pg_catalog', false)",
+        "pg_advisory_lock(42)",
+        "pg_try_advisory_lock(43)::text",
+        r#""public".lower('evil')"#,
+    ];
+    let disguises: [fn(&str) -> String; 9] = [
+        |call| call.to_string(),
+        |call| {
+            call.to_uppercase()
+                .replace("'EVIL'", "'evil'")
+                .replace("'PG_CATALOG'", "'pg_catalog'")
+        },
+        |call| call.replacen("(", " (", 1),
+        |call| call.replacen("(", "/* c */(", 1),
+        |call| call.replacen("(", "\n(", 1),
+        |call| format!("pg_catalog.{call}"),
+        |call| {
+            let (name, rest) = call.split_at(call.find('(').unwrap_or(0));
+            format!("\"{name}\"{rest}")
+        },
+        |call| format!("'it''s', {call}"),
+        |call| format!("1 -- c\n, {call}"),
+    ];
+    let statements: [fn(&str) -> String; 4] = [
+        |expr| format!("SELECT {expr}"),
+        |expr| format!(r#"SELECT "items"."name" FROM "items" WHERE ({expr}) IS NOT NULL"#),
+        |expr| format!(r#"UPDATE "items" SET "name" = "items"."name" WHERE ({expr}) IS NOT NULL"#),
+        |expr| format!(r#"INSERT INTO "items" ("name", "tenant") SELECT ({expr})::text, 'acme'"#),
+    ];
+    for call in calls {
+        for disguise in disguises {
+            for statement in statements {
+                let sql = statement(&disguise(call));
+                let mut acme = side.tenant("acme").await;
+                // Refused or not, the statement is the transaction's only one.
+                let _ = acme.run(&sql).await;
+                let _ = acme.commit().await;
+                assert_eq!(fingerprint(&side).await, baseline, "after {sql}");
+            }
+        }
+    }
+}
+
 /// A statement whose future was dropped after it was sent: its error never reached the
 /// caller (nor the pool's watch), the server aborted the transaction all the same.
 #[tokio::test]
@@ -690,4 +766,5 @@ through_both_pools!(
     a_transaction_dropped_after_it_wrote_is_a_warning,
     session_state_made_by_a_select_does_not_outlive_its_transaction,
     a_connection_whose_watch_was_replaced_is_reset_in_full,
+    no_way_of_writing_a_statement_leaves_session_state,
 );
