@@ -466,7 +466,9 @@ async fn no_way_of_writing_a_statement_leaves_session_state(side: bool) {
         |call| format!("'it''s', {call}"),
         |call| format!("1 -- c\n, {call}"),
     ];
-    let statements: [fn(&str) -> String; 4] = [
+    let statements: [fn(&str) -> String; 6] = [
+        |expr| format!("select name from items where ({expr}) is not null"),
+        |expr| format!("WITH x AS (SELECT {expr} AS v) SELECT v FROM x"),
         |expr| format!("SELECT {expr}"),
         |expr| format!(r#"SELECT "items"."name" FROM "items" WHERE ({expr}) IS NOT NULL"#),
         |expr| format!(r#"UPDATE "items" SET "name" = "items"."name" WHERE ({expr}) IS NOT NULL"#),
