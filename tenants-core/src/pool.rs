@@ -435,7 +435,15 @@ impl TenantPool {
             // `conn`'s drop sending a rollback after a statement of unknown outcome.
             match conn.conn.take() {
                 Some(mut pooled) => {
-                    finish(&mut pooled, &conn.batches, result, &mut conn.trace).await
+                    let footprint = footprint::footprint(pooled.instrumentation());
+                    finish(
+                        &mut pooled,
+                        &conn.batches,
+                        footprint,
+                        result,
+                        &mut conn.trace,
+                    )
+                    .await
                 }
                 None => result,
             }
@@ -502,10 +510,11 @@ async fn end(
 }
 
 /// Commits after `Ok`, rolls back after `Err`, as diesel-async's `transaction`, and ends
-/// `trace`.
+/// `trace`; `footprint` is what the transaction's statements left on the session.
 async fn finish<R, E>(
     conn: &mut AsyncPgConnection,
     batches: &Batches,
+    footprint: Footprint,
     result: Result<R, E>,
     trace: &mut TransactionSpan,
 ) -> Result<R, E>
@@ -517,8 +526,7 @@ where
     } else {
         Ending::Rollback
     };
-    // A connection of the caller's own: no watch reads its statements.
-    let ended = end(conn, batches, ending, Footprint::Unknown).await;
+    let ended = end(conn, batches, ending, footprint).await;
     trace.ended(&ended);
     crate::sync::transaction_result(result, ended.result)
 }
@@ -733,7 +741,8 @@ impl AsyncTenantTransactionExt for AsyncPgConnection {
                 return Err(error.into());
             }
             let result = f(&mut *self).await;
-            finish(self, &batches, result, &mut trace).await
+            // A connection of the caller's own: no watch reads its statements.
+            finish(self, &batches, Footprint::Unknown, result, &mut trace).await
         }
         .instrument(span)
         .await

@@ -104,7 +104,8 @@ impl TenantTransactionExt for PgConnection {
             return Err(error.into());
         }
         let result = f(self);
-        finish(self, &batches, result, &mut trace)
+        // A connection of your own: no watch reads its statements.
+        finish(self, &batches, Footprint::Unknown, result, &mut trace)
     }
 }
 
@@ -151,10 +152,12 @@ pub(crate) fn end(
     }
 }
 
-/// Commits after `Ok`, rolls back after `Err`, as diesel's `transaction`, and ends `trace`.
+/// Commits after `Ok`, rolls back after `Err`, as diesel's `transaction`, and ends `trace`;
+/// `footprint` is what the transaction's statements left on the session.
 pub(crate) fn finish<T, E>(
     conn: &mut PgConnection,
     batches: &Batches,
+    footprint: Footprint,
     result: Result<T, E>,
     trace: &mut TransactionSpan,
 ) -> Result<T, E>
@@ -166,8 +169,7 @@ where
     } else {
         Ending::Rollback
     };
-    // A connection of the caller's own: no watch reads its statements.
-    let ended = end(conn, batches, ending, Footprint::Unknown);
+    let ended = end(conn, batches, ending, footprint);
     trace.ended(&ended);
     transaction_result(result, ended.result)
 }

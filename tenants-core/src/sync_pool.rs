@@ -322,7 +322,14 @@ impl SyncTenantPool {
         let result = f(&mut conn);
         match conn.conn.take() {
             Some(mut pooled) => {
-                crate::sync::finish(&mut pooled, &conn.batches, result, &mut conn.trace)
+                let footprint = footprint::footprint(pooled.instrumentation());
+                crate::sync::finish(
+                    &mut pooled,
+                    &conn.batches,
+                    footprint,
+                    result,
+                    &mut conn.trace,
+                )
             }
             None => result,
         }

@@ -18,9 +18,9 @@
 //!   the same message, whether it wrote (a warning when it did).
 //!
 //! A pooled transaction whose statements [`crate::footprint`] read as leaving nothing on
-//! the session (only reads and writes diesel's query builder renders, none failed) ends
-//! with `COMMIT` or `ROLLBACK` alone, followed by `DISCARD SEQUENCES` when it wrote: the
-//! guard has no failure and no raw `COMMIT` to find, the reset nothing to undo.
+//! the session (reads and writes that call no function keeping session state, none failed)
+//! ends with `COMMIT` or `ROLLBACK` alone, followed by `DISCARD SEQUENCES` when it wrote:
+//! the guard has no failure and no raw `COMMIT` to find, the reset nothing to undo.
 //!
 //! The reset puts back what a transaction may leave on the session: it closes held
 //! cursors, stops listening, drops temporary tables, forgets sequence values, resets

@@ -272,6 +272,21 @@ async fn query_builder_transactions_of_the_async_pool_end_with_commit_alone() {
     );
     assert_eq!(ending(&sent), "ROLLBACK");
 
+    // The closure form ends the same way.
+    pool.transaction("acme", async |conn| {
+        diesel::insert_into(notes::table)
+            .values(notes::body.eq("acme's"))
+            .execute(conn)
+            .await
+            .map_err(Error::from)
+    })
+    .await
+    .expect("closure");
+    assert_eq!(
+        ending(&recorded_on_this_thread()),
+        "COMMIT; DISCARD SEQUENCES"
+    );
+
     let mut conn = pool.tenant("acme").await.expect("tenant");
     diesel::sql_query("SET search_path = public")
         .execute(&mut conn)
@@ -311,6 +326,13 @@ fn query_builder_transactions_of_the_sync_pool_end_with_commit_alone() {
         ending(&recorded_on_this_thread()),
         "COMMIT; DISCARD SEQUENCES"
     );
+
+    // The closure form ends the same way.
+    pool.transaction("acme", |conn| {
+        diesel::RunQueryDsl::load::<i32>(notes::table.select(notes::id), conn).map_err(Error::from)
+    })
+    .expect("closure");
+    assert_eq!(ending(&recorded_on_this_thread()), "COMMIT");
 
     let mut conn = pool.tenant("acme").expect("tenant");
     diesel::RunQueryDsl::execute(diesel::sql_query("SET search_path = public"), &mut conn)
