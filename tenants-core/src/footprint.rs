@@ -220,36 +220,32 @@ pub(crate) fn statement_footprint(sql: &str) -> Footprint {
 }
 
 fn footprint_of(tokens: &[Token<'_>]) -> Footprint {
-    let word = |index: usize| match tokens.get(index) {
-        Some(Token::Word(word)) => Some(word.to_ascii_lowercase()),
-        _ => None,
-    };
+    // Key words compared in place: no lowercase copy per statement.
+    let is = |index: usize, keyword: &str| matches!(tokens.get(index), Some(Token::Word(word)) if word.eq_ignore_ascii_case(keyword));
     let name = |index: usize| matches!(tokens.get(index), Some(Token::Word(_) | Token::Quoted));
     // Savepoints, as diesel's nested transactions send them.
-    match (word(0).as_deref(), word(1).as_deref(), word(2).as_deref()) {
-        (Some("savepoint"), ..) if tokens.len() == 2 && name(1) => return Footprint::None,
-        (Some("release"), Some("savepoint"), _) if tokens.len() == 3 && name(2) => {
-            return Footprint::None;
-        }
-        (Some("rollback"), Some("to"), Some("savepoint")) if tokens.len() == 4 && name(3) => {
-            return Footprint::None;
-        }
-        _ => {}
+    if (is(0, "savepoint") && tokens.len() == 2 && name(1))
+        || (is(0, "release") && is(1, "savepoint") && tokens.len() == 3 && name(2))
+        || (is(0, "rollback") && is(1, "to") && is(2, "savepoint") && tokens.len() == 4 && name(3))
+    {
+        return Footprint::None;
     }
     // `(SELECT ..) UNION (SELECT ..)` begins with parentheses.
     let first = tokens
         .iter()
         .position(|token| *token != Token::Open)
         .unwrap_or(0);
-    let base = match word(first).as_deref() {
-        Some("select") => Footprint::None,
-        Some("insert") if first == 0 && word(1).as_deref() == Some("into") => Footprint::Sequences,
+    let insert = is(0, "insert") && is(1, "into");
+    let base = if is(first, "select") {
+        Footprint::None
+    } else if insert || is(0, "update") || is(0, "delete") || is(0, "with") {
         // `WITH` may hold an `INSERT`, `UPDATE` or `DELETE`.
-        Some("update" | "delete" | "with") if first == 0 => Footprint::Sequences,
-        _ => return Footprint::Unknown,
+        Footprint::Sequences
+    } else {
+        return Footprint::Unknown;
     };
     // The table of `INSERT INTO [schema.]table (columns)`, whose column list is no call.
-    let insert_target = (word(0).as_deref() == Some("insert")).then(|| {
+    let insert_target = insert.then(|| {
         if tokens.get(3) == Some(&Token::Dot) {
             4
         } else {
@@ -271,16 +267,15 @@ fn footprint_of(tokens: &[Token<'_>]) -> Footprint {
             // schema-qualified name reaches functions of any schema), or a key word of
             // the grammar; a quoted name is never a key word.
             Token::Word(word) if after == Some(&Token::Open) => {
-                let word = word.to_ascii_lowercase();
                 before != Some(&Token::Dot)
-                    && (FUNCTIONS.contains(&word.as_str())
-                        || KEYWORDS_BEFORE_PARENTHESIS.contains(&word.as_str()))
+                    && FUNCTIONS
+                        .iter()
+                        .chain(KEYWORDS_BEFORE_PARENTHESIS)
+                        .any(|known| known.eq_ignore_ascii_case(word))
             }
             Token::Quoted => after != Some(&Token::Open),
             // `SELECT .. INTO` creates a table; only `INSERT INTO` is known.
-            Token::Word(word) if word.eq_ignore_ascii_case("into") => {
-                index == 1 && insert_target.is_some()
-            }
+            Token::Word(word) if word.eq_ignore_ascii_case("into") => index == 1 && insert,
             // Any other word names a table, a column or a type, or is a key word: none of
             // them changes the session (a function reached as `row.f`, `f(row)`, is the
             // owner's: see the module documentation).
